@@ -1,0 +1,110 @@
+/*
+ * pop3: the POP3 server dialogue (RFC 1939, 2449, 2595, 5034) as a pure
+ * state machine, driven like proto/smtp.h: the core feeds input, the machine
+ * appends replies to an obuf and returns at most one request at a time.
+ *
+ * Message listings come from a snapshot the core hands over after
+ * POP3_REQ_OPEN (an array of pop3_msg it owns). Message text is not the
+ * machine's business: for RETR/TOP it appends "+OK ..." and returns
+ * POP3_REQ_RETR; the core streams the file through pop3_stuff (dot-stuffing,
+ * TOP's line limit, the final ".\r\n") and calls pop3_complete when done.
+ */
+#ifndef MPB_POP3_H
+#define MPB_POP3_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/obuf.h"
+
+/* RFC 2449 3: a command line is at most 255 octets with its CRLF. */
+#define POP3_LINE_MAX 255
+#define POP3_REPLY_ROOM 512
+/* UIDL: 1..70 characters in 0x21..0x7E (RFC 1939 7). */
+#define POP3_UID_MAX 70
+
+struct pop3_msg {
+	uint64_t size;                 /* exact octets of the stored message */
+	char uid[POP3_UID_MAX + 1];
+	bool deleted;                  /* DELE marks; RSET clears */
+};
+
+struct pop3_domain {
+	const char *name;              /* lower-case */
+};
+
+struct pop3_policy {
+	const char *hostname;
+	const struct pop3_domain *domains;
+	unsigned ndomains;
+	bool allow_plaintext_auth;     /* credentials before TLS */
+};
+
+enum pop3_req {
+	POP3_REQ_NONE,
+	POP3_REQ_STLS,     /* "+OK" is in the obuf: flush, discard unconsumed input,
+	                      handshake, complete(0 ok / <0 failed) */
+	POP3_REQ_AUTH,     /* check pop3_auth_*(): complete 0 ok, <0 bad (the
+	                      core applies the failure delay before completing) */
+	POP3_REQ_OPEN,     /* lock + snapshot the maildrop of pop3_auth_domain():
+	                      core calls pop3_set_maildrop() then complete(0);
+	                      <0 -> -ERR [IN-USE] (-EAGAIN) or [SYS/TEMP] */
+	POP3_REQ_RETR,     /* stream message pop3_retr_index(), limited to
+	                      pop3_retr_lines() body lines (-1 = all); "+OK" is in
+	                      the obuf already; complete(0) when the terminator
+	                      is queued, <0 if the file vanished (the core then
+	                      closes: the +OK is already out) */
+	POP3_REQ_UPDATE,   /* QUIT in TRANSACTION: remove the messages marked
+	                      deleted; complete(0) -> "+OK", <0 -> -ERR [SYS/TEMP];
+	                      then POP3_REQ_CLOSE follows */
+	POP3_REQ_CLOSE,    /* flush and close */
+};
+
+struct pop3_session {
+	const struct pop3_policy *pol;
+	uint8_t state;          /* private */
+	bool tls;
+	bool tls_available;     /* advertise STLS */
+	int auth_domain;        /* -1 until logged in */
+	unsigned auth_failures;
+	struct pop3_msg *msgs;  /* snapshot, owned by the core */
+	unsigned nmsgs;
+	/* private parser state */
+	uint16_t linelen;
+	char line[POP3_LINE_MAX + 2];
+	uint64_t priv[8];
+};
+
+void pop3_start(struct pop3_session *s, struct obuf *out);
+enum pop3_req pop3_feed(struct pop3_session *s, const char *in, size_t n, size_t *used,
+			struct obuf *out);
+enum pop3_req pop3_complete(struct pop3_session *s, enum pop3_req req, int result,
+			    struct obuf *out);
+/* For POP3_REQ_OPEN: the snapshot (owned by the core; freed after close). */
+void pop3_set_maildrop(struct pop3_session *s, struct pop3_msg *msgs, unsigned n);
+/* Long listings (LIST, UIDL with no argument) continue across calls: while
+ * this is true the core calls pop3_feed again (with n = 0 if it has no input)
+ * once the obuf has drained. */
+bool pop3_output_pending(const struct pop3_session *s);
+
+int pop3_auth_domain(const struct pop3_session *s);
+const char *pop3_auth_password(const struct pop3_session *s, size_t *len);
+unsigned pop3_retr_index(const struct pop3_session *s);     /* 0-based */
+long pop3_retr_lines(const struct pop3_session *s);         /* -1 = whole */
+
+/* Dot-stuffing of a stored message, streaming: feed the file in chunks of
+ * any size; out receives the stuffed bytes. TOP: after the header block,
+ * only `lines` body lines pass (-1: all). pop3_stuff_end appends the final
+ * CRLF if the message did not end in one, then ".\r\n". Returns the bytes of
+ * in consumed (less than n only when out is full). */
+struct pop3_stuffer {
+	long lines;       /* body lines still allowed, -1 = unlimited */
+	uint8_t state;    /* private */
+	bool done;        /* TOP limit reached: the rest of the file is skipped */
+};
+void pop3_stuff_init(struct pop3_stuffer *st, long lines);
+size_t pop3_stuff(struct pop3_stuffer *st, const char *in, size_t n, struct obuf *out);
+void pop3_stuff_end(struct pop3_stuffer *st, struct obuf *out); /* needs 5 bytes */
+
+#endif

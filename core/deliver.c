@@ -1,0 +1,571 @@
+/*
+ * deliver: a transaction's message on its way into the maildrops (SPEC 6),
+ * all through the ring.
+ *
+ *   spool_open    openat(tmp/NAME, O_EXCL) per maildrop, then the trace
+ *                 headers (Return-Path, Delivered-To, Received) at offset 0
+ *   spool_body    message bytes, as spans of the receive buffers: staged into
+ *                 an iovec batch that holds a reference on its buffer, then
+ *                 one positional writev per file. Nothing is copied except
+ *                 the few bytes the machine hands over from elsewhere.
+ *   spool_commit  when every write is done: fsync(file) -> renameat into
+ *                 new/NAME,S=SIZE -> one fsync(new/) shared with every other
+ *                 delivery that got there in the same loop turn -> 250.
+ *   spool_abort   close and unlink: nothing partial is ever in new/.
+ *
+ * A spool may outlive its connection: a client that hangs up after the
+ * final dot still gets its message delivered (it may resend; a duplicate is
+ * better than a loss), and one that hangs up mid-DATA gets its tmp file
+ * removed. A multi-domain transaction writes one file per maildrop, each
+ * with its own Delivered-To lines.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/server.h"
+
+#define STAGE_IOV 64
+#define STAGE_COPY 256
+
+enum spool_phase { SP_OPENING, SP_OPEN, SP_COMMITTING, SP_SYNCING, SP_ABORTING };
+
+struct spool_file {
+	struct spool *sp;
+	struct spool_file *dsnext; /* dirsync list */
+	int dom;
+	int fd;
+	bool renamed;
+	uint64_t off;              /* bytes written (or submitted): the size */
+	char base[MAILDIR_NAME_MAX + 1];
+	_Alignas(16) char pad[0];
+};
+
+struct wbatch {
+	struct spool *sp;
+	int32_t bid;       /* receive buffer held, -1 none */
+	int file;          /* -1: every file; else just that one (headers) */
+	uint16_t niov;
+	uint16_t left;     /* writes outstanding */
+	size_t total;
+	size_t copy_used;
+	char *copy;        /* bytes that live nowhere else */
+	struct iovec iov[STAGE_IOV];
+	_Alignas(16) char copybuf[];
+};
+
+struct spool {
+	struct conn *c;        /* NULL once the connection went away */
+	struct worker *w;
+	enum spool_phase phase;
+	int error;             /* first failure, -errno */
+	unsigned pending;      /* opens and writes in flight */
+	unsigned opening;
+	unsigned waiting;      /* files still on their way to new/ */
+	unsigned nfiles;
+	uint64_t body;
+	struct wbatch *stage;
+	const struct ichunk *cur;
+	char id[40];
+	_Alignas(16) struct spool_file f[];
+};
+
+static void set_error(struct spool *sp, int err)
+{
+	if (!sp->error)
+		sp->error = err ? err : -EIO;
+}
+
+static struct wbatch *wbatch_new(struct spool *sp, size_t copy_cap)
+{
+	struct wbatch *b = malloc(sizeof *b + copy_cap);
+	if (!b)
+		return NULL;
+	b->sp = sp;
+	b->bid = -1;
+	b->file = -1;
+	b->niov = 0;
+	b->left = 0;
+	b->total = 0;
+	b->copy_used = 0;
+	b->copy = b->copybuf;
+	return b;
+}
+
+static void wbatch_free(struct worker *w, struct wbatch *b)
+{
+	buf_release(w, b->bid);
+	if (b->copy != b->copybuf)
+		free(b->copy);
+	free(b);
+}
+
+/* Submits b to its file(s); b is freed when the last write completes. */
+static void wbatch_submit(struct spool *sp, struct wbatch *b)
+{
+	for (unsigned i = 0; i < sp->nfiles; i++) {
+		struct spool_file *f = &sp->f[i];
+		if (f->fd < 0 || (b->file >= 0 && (unsigned)b->file != i))
+			continue;
+		struct io_uring_sqe *sqe = worker_sqe(sp->w);
+		io_uring_prep_writev(sqe, f->fd, b->iov, b->niov, f->off);
+		io_uring_sqe_set_data64(sqe, op_tag(b, OP_SPOOL_WRITE));
+		f->off += b->total;
+		b->left++;
+		sp->pending++;
+	}
+	if (!b->left)
+		wbatch_free(sp->w, b);
+}
+
+static void stage_submit(struct spool *sp)
+{
+	struct wbatch *b = sp->stage;
+	sp->stage = NULL;
+	if (!b)
+		return;
+	if (b->niov == 0 || sp->error) {
+		wbatch_free(sp->w, b);
+		return;
+	}
+	wbatch_submit(sp, b);
+}
+
+/* The body callback of struct smtp_io (ctx = the conn). */
+void spool_body(void *ctx, const char *p, size_t n)
+{
+	struct conn *c = ctx;
+	struct spool *sp = c->spool;
+	if (!sp || sp->phase != SP_OPEN)
+		return;
+	sp->body += n;
+	if (sp->error)
+		return; /* keep reading to the end; the commit answers 451 */
+	const struct ichunk *ch = sp->cur;
+	bool in_chunk = ch && p >= ch->p && p + n <= ch->p + ch->len;
+	while (n) {
+		struct wbatch *b = sp->stage;
+		if (!b && !(b = sp->stage = wbatch_new(sp, STAGE_COPY))) {
+			set_error(sp, -ENOMEM);
+			return;
+		}
+		if (b->niov == STAGE_IOV) {
+			stage_submit(sp);
+			continue;
+		}
+		const char *src = p;
+		size_t take = n;
+		if (in_chunk) {
+			if (b->bid < 0) {
+				b->bid = ch->bid;
+				sp->w->bufref[ch->bid]++;
+			}
+		} else {
+			/* Bytes the machine holds itself (a CR it kept back
+			 * across reads, say): copy, they may not stay put. */
+			size_t room = STAGE_COPY - b->copy_used;
+			if (room == 0) {
+				stage_submit(sp);
+				continue;
+			}
+			take = n < room ? n : room;
+			memcpy(b->copy + b->copy_used, p, take);
+			src = b->copy + b->copy_used;
+			b->copy_used += take;
+		}
+		struct iovec *last = b->niov ? &b->iov[b->niov - 1] : NULL;
+		if (last && (const char *)last->iov_base + last->iov_len == src)
+			last->iov_len += take; /* contiguous: one span */
+		else
+			b->iov[b->niov++] = (struct iovec){(void *)src, take};
+		b->total += take;
+		p += take;
+		n -= take;
+	}
+}
+
+void spool_input(struct spool *sp, const struct ichunk *ch) { sp->cur = ch; }
+
+/* Spans staged from this chunk go out now, each batch holding a reference
+ * on the chunk's buffer, so the buffer may be released by the caller. */
+void spool_flush(struct spool *sp)
+{
+	stage_submit(sp);
+	sp->cur = NULL;
+}
+
+static void spool_free(struct spool *sp)
+{
+	sp->w->nspools--;
+	free(sp);
+}
+
+/* Closes what is open and removes every tmp file that never reached new/. */
+static void spool_discard(struct spool *sp)
+{
+	struct server *srv = sp->w->srv;
+	for (unsigned i = 0; i < sp->nfiles; i++) {
+		struct spool_file *f = &sp->f[i];
+		if (f->fd >= 0) {
+			struct io_uring_sqe *sqe = worker_sqe(sp->w);
+			io_uring_prep_close(sqe, f->fd);
+			io_uring_sqe_set_data64(sqe, OP_IGNORE);
+			f->fd = -1;
+		}
+		if (!f->renamed && f->base[0]) {
+			struct io_uring_sqe *sqe = worker_sqe(sp->w);
+			/* The name is copied by the kernel at submit time
+			 * (IORING_FEAT_SUBMIT_STABLE); submit before freeing. */
+			io_uring_prep_unlinkat(sqe, srv->maildirs[f->dom].tmpfd, f->base, 0);
+			io_uring_sqe_set_data64(sqe, OP_IGNORE);
+		}
+	}
+	io_uring_submit(&sp->w->ring);
+}
+
+/* Finishing is always a completion of its own, so a connection is never
+ * re-entered from inside its own feed loop. */
+static void finish_later(struct spool *sp)
+{
+	struct io_uring_sqe *sqe = worker_sqe(sp->w);
+	io_uring_prep_nop(sqe);
+	io_uring_sqe_set_data64(sqe, op_tag(sp, OP_SPOOL_DONE));
+}
+
+static size_t trace_for(struct spool *sp, struct spool_file *f, char **out)
+{
+	const struct smtp_session *s = &sp->c->smtp;
+	size_t cap = 1024 + strlen(smtp_tx_from(s)) + strlen(s->helo);
+	for (unsigned i = 0; i < smtp_tx_nrcpt(s); i++)
+		cap += strlen(smtp_tx_rcpt(s, i)->addr) + 20;
+	time_t now = time(NULL);
+	struct tm tm;
+	localtime_r(&now, &tm);
+	for (int tries = 0; tries < 4; tries++, cap *= 2) {
+		char *buf = malloc(cap);
+		if (!buf)
+			return 0;
+		size_t n = smtp_trace_headers(buf, cap, s, f->dom, sp->id, (int64_t)now,
+					      (int)(tm.tm_gmtoff / 60));
+		if (n) {
+			*out = buf;
+			return n;
+		}
+		free(buf);
+	}
+	return 0;
+}
+
+static void on_open(struct spool *sp, struct spool_file *f, int res)
+{
+	sp->pending--;
+	sp->opening--;
+	if (res < 0) {
+		log_error("spool_open_failed", "id=%s maildrop=%s error=\"%s\"", sp->id,
+			  sp->w->srv->maildirs[f->dom].path, strerror(-res));
+		f->base[0] = '\0'; /* nothing to unlink */
+		set_error(sp, res);
+	} else {
+		f->fd = res;
+		if (sp->phase == SP_OPENING && sp->c) {
+			char *hdr = NULL;
+			size_t n = trace_for(sp, f, &hdr);
+			struct wbatch *b = n ? wbatch_new(sp, 0) : NULL;
+			if (!b) {
+				free(hdr);
+				set_error(sp, -ENOMEM);
+			} else {
+				b->file = (int)(f - sp->f);
+				b->copy = hdr; /* freed with the batch below */
+				b->iov[0] = (struct iovec){hdr, n};
+				b->niov = 1;
+				b->total = n;
+				b->copy_used = n;
+				wbatch_submit(sp, b);
+			}
+		}
+	}
+	if (sp->opening)
+		return;
+	if (sp->phase == SP_ABORTING) {
+		if (!sp->pending) {
+			spool_discard(sp);
+			spool_free(sp);
+		}
+		return;
+	}
+	struct conn *c = sp->c;
+	if (sp->error) {
+		/* The connection hears 451 now; the spool waits for its
+		 * header writes before it goes. */
+		c->spool = NULL;
+		sp->c = NULL;
+		sp->phase = SP_ABORTING;
+		if (!sp->pending) {
+			spool_discard(sp);
+			spool_free(sp);
+		}
+		smtp_conn_spool_done(c, SMTP_REQ_SPOOL_OPEN, -1, NULL);
+		return;
+	}
+	sp->phase = SP_OPEN;
+	smtp_conn_spool_done(c, SMTP_REQ_SPOOL_OPEN, 0, NULL);
+}
+
+struct spool *spool_open(struct conn *c)
+{
+	const struct smtp_session *s = &c->smtp;
+	struct server *srv = c->w->srv;
+	int doms[64];
+	unsigned nd = 0;
+	for (unsigned i = 0; i < smtp_tx_nrcpt(s); i++) {
+		int d = smtp_tx_rcpt(s, i)->domain;
+		if (d < 0) {
+			/* Relay recipients go to the outbound queue, which
+			 * this build does not have yet: refuse honestly. */
+			log_warn("relay_unsupported", "conn=%u", c->id);
+			return NULL;
+		}
+		bool seen = false;
+		for (unsigned k = 0; k < nd; k++)
+			seen |= doms[k] == d;
+		if (!seen && nd < 64)
+			doms[nd++] = d;
+	}
+	if (nd == 0)
+		return NULL;
+	struct spool *sp = calloc(1, sizeof *sp + nd * sizeof(struct spool_file));
+	if (!sp)
+		return NULL;
+	sp->c = c;
+	sp->w = c->w;
+	sp->nfiles = nd;
+	sp->phase = SP_OPENING;
+	c->w->nspools++;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	for (unsigned i = 0; i < nd; i++) {
+		struct spool_file *f = &sp->f[i];
+		f->sp = sp;
+		f->dom = doms[i];
+		f->fd = -1;
+		maildir_unique(f->base, sizeof f->base, &ts);
+		struct io_uring_sqe *sqe = worker_sqe(c->w);
+		io_uring_prep_openat(sqe, srv->maildirs[f->dom].tmpfd, f->base,
+				     O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		io_uring_sqe_set_data64(sqe, op_tag(f, OP_SPOOL_OPEN));
+		sp->pending++;
+		sp->opening++;
+	}
+	/* The queue id: the unique part of the first name, up to the host. */
+	const char *dot = strchr(strchr(sp->f[0].base, '.') + 1, '.');
+	size_t idn = dot ? (size_t)(dot - sp->f[0].base) : strlen(sp->f[0].base);
+	if (idn >= sizeof sp->id)
+		idn = sizeof sp->id - 1;
+	memcpy(sp->id, sp->f[0].base, idn);
+	sp->id[idn] = '\0';
+	return sp;
+}
+
+static void rename_file(struct spool *sp, struct spool_file *f)
+{
+	struct server *srv = sp->w->srv;
+	char final[MAILDIR_NAME_MAX + 32];
+	maildir_final_name(final, sizeof final, f->base, f->off);
+	struct io_uring_sqe *sqe = worker_sqe(sp->w);
+	io_uring_prep_renameat(sqe, srv->maildirs[f->dom].tmpfd, f->base, srv->maildirs[f->dom].newfd,
+			       final, 0);
+	io_uring_sqe_set_data64(sqe, op_tag(f, OP_SPOOL_RENAME));
+	/* renameat's paths are read at submit time: submit while final[]
+	 * is still on the stack. */
+	io_uring_submit(&sp->w->ring);
+}
+
+static void commit_step(struct spool *sp)
+{
+	if (sp->error) {
+		finish_later(sp);
+		return;
+	}
+	sp->phase = SP_SYNCING;
+	sp->waiting = sp->nfiles;
+	bool full = sp->w->srv->cfg->sync == SYNC_FULL;
+	for (unsigned i = 0; i < sp->nfiles; i++) {
+		struct spool_file *f = &sp->f[i];
+		if (full) {
+			struct io_uring_sqe *sqe = worker_sqe(sp->w);
+			io_uring_prep_fsync(sqe, f->fd, IORING_FSYNC_DATASYNC);
+			io_uring_sqe_set_data64(sqe, op_tag(f, OP_SPOOL_SYNC));
+		} else {
+			rename_file(sp, f);
+		}
+	}
+}
+
+void spool_commit(struct spool *sp)
+{
+	stage_submit(sp);
+	sp->phase = SP_COMMITTING;
+	if (!sp->pending)
+		commit_step(sp);
+}
+
+void spool_abort(struct spool *sp)
+{
+	if (!sp)
+		return;
+	stage_submit(sp);
+	if (sp->c)
+		sp->c->spool = NULL;
+	sp->c = NULL;
+	sp->phase = SP_ABORTING;
+	if (!sp->pending) {
+		spool_discard(sp);
+		spool_free(sp);
+	}
+}
+
+void spool_detach(struct spool *sp)
+{
+	if (!sp)
+		return;
+	if (sp->phase == SP_OPENING || sp->phase == SP_OPEN) {
+		spool_abort(sp);
+		return;
+	}
+	/* Committing: the message is complete, finish the delivery. */
+	sp->c->spool = NULL;
+	sp->c = NULL;
+}
+
+static void file_done(struct spool *sp)
+{
+	if (--sp->waiting == 0)
+		finish_later(sp);
+}
+
+static void finish(struct spool *sp)
+{
+	struct server *srv = sp->w->srv;
+	struct conn *c = sp->c;
+	for (unsigned i = 0; i < sp->nfiles; i++) {
+		struct spool_file *f = &sp->f[i];
+		if (f->renamed && !sp->error)
+			log_info("delivered", "conn=%u id=%s domain=%s size=%llu", c ? c->id : 0,
+				 sp->id, srv->cfg->domains[f->dom].name, (unsigned long long)f->off);
+	}
+	if (sp->error)
+		log_error("delivery_failed", "conn=%u id=%s error=\"%s\"", c ? c->id : 0, sp->id,
+			  strerror(-sp->error));
+	spool_discard(sp); /* closes; unlinks what did not reach new/ */
+	int err = sp->error;
+	char id[sizeof sp->id];
+	memcpy(id, sp->id, sizeof id);
+	if (c)
+		c->spool = NULL;
+	spool_free(sp);
+	if (c)
+		smtp_conn_spool_done(c, SMTP_REQ_SPOOL_COMMIT, err ? -1 : 0, id);
+}
+
+void spool_cqe(struct worker *w, enum op op, void *obj, int res)
+{
+	switch (op) {
+	case OP_SPOOL_OPEN: {
+		struct spool_file *f = obj;
+		on_open(f->sp, f, res);
+		return;
+	}
+	case OP_SPOOL_WRITE: {
+		struct wbatch *b = obj;
+		struct spool *sp = b->sp;
+		sp->pending--;
+		if (res < 0)
+			set_error(sp, res);
+		else if ((size_t)res != b->total)
+			set_error(sp, -ENOSPC); /* a short write to a file: full */
+		if (--b->left == 0)
+			wbatch_free(w, b);
+		if (sp->pending)
+			return;
+		if (sp->phase == SP_COMMITTING)
+			commit_step(sp);
+		else if (sp->phase == SP_ABORTING) {
+			spool_discard(sp);
+			spool_free(sp);
+		}
+		return;
+	}
+	case OP_SPOOL_SYNC: {
+		struct spool_file *f = obj;
+		if (res < 0) {
+			set_error(f->sp, res);
+			file_done(f->sp);
+		} else {
+			rename_file(f->sp, f);
+		}
+		return;
+	}
+	case OP_SPOOL_RENAME: {
+		struct spool_file *f = obj;
+		struct spool *sp = f->sp;
+		if (res < 0) {
+			set_error(sp, res);
+			file_done(sp);
+			return;
+		}
+		f->renamed = true;
+		if (w->srv->cfg->sync == SYNC_FULL) {
+			struct dirsync *ds = &w->dirsync[f->dom];
+			f->dsnext = ds->waiting;
+			ds->waiting = f;
+		} else {
+			file_done(sp);
+		}
+		return;
+	}
+	case OP_DIRSYNC: {
+		struct dirsync *ds = obj;
+		ds->inflight = false;
+		struct spool_file *f = ds->running;
+		ds->running = NULL;
+		while (f) {
+			struct spool_file *next = f->dsnext;
+			if (res < 0)
+				set_error(f->sp, res);
+			file_done(f->sp);
+			f = next;
+		}
+		return;
+	}
+	case OP_SPOOL_DONE:
+		finish(obj);
+		return;
+	default:
+		return;
+	}
+}
+
+/* Group commit: every file renamed into new/ since the last round shares
+ * one fsync of the directory. While one runs, newcomers queue for the next;
+ * the batch grows exactly as much as the disk is slow. */
+void dirsync_submit_all(struct worker *w)
+{
+	struct server *srv = w->srv;
+	for (unsigned d = 0; d < srv->cfg->ndomains; d++) {
+		struct dirsync *ds = &w->dirsync[d];
+		if (ds->inflight || !ds->waiting)
+			continue;
+		ds->running = ds->waiting;
+		ds->waiting = NULL;
+		ds->inflight = true;
+		struct io_uring_sqe *sqe = worker_sqe(w);
+		io_uring_prep_fsync(sqe, srv->maildirs[d].newfd, 0);
+		io_uring_sqe_set_data64(sqe, op_tag(ds, OP_DIRSYNC));
+	}
+}

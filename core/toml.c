@@ -13,8 +13,8 @@
  */
 enum {
 	TF_EXPLICIT = 1, /* defined by [header] or as an element of [[header]] */
-	TF_DOTTED = 2,   /* created or extended by dotted keys */
-	TF_AOT = 4,      /* array made by [[header]]: the only kind that grows */
+	TF_DOTTED = 2,	 /* created or extended by dotted keys */
+	TF_AOT = 4,	 /* array made by [[header]]: the only kind that grows */
 };
 
 /* Bounds that keep recursion and key buffers small whatever the input. */
@@ -46,26 +46,30 @@ struct parser {
 	char sect[96]; /* name of the current [section], for messages */
 };
 
-static int fail_at(struct parser *P, int line, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+static void set_error(struct parser *P, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Only the first error is kept: later ones are consequences of it. */
-static int fail_at(struct parser *P, int line, const char *fmt, ...)
+static void set_error(struct parser *P, int line, const char *fmt, ...)
 {
-	if (!P->failed) {
-		va_list ap;
-		va_start(ap, fmt);
-		P->err->line = line;
-		vsnprintf(P->err->msg, sizeof(P->err->msg), fmt, ap);
-		va_end(ap);
-		P->failed = true;
-	}
-	return -1;
+	if (P->failed) return;
+	va_list ap;
+	va_start(ap, fmt);
+	P->err->line = line;
+	vsnprintf(P->err->msg, sizeof(P->err->msg), fmt, ap);
+	va_end(ap);
+	P->failed = true;
 }
 
+/* Both evaluate to -1, visibly to the reader and to static analysers, which
+ * do not look inside variadic functions. */
+#define fail_at(P, line, ...) (set_error((P), (line), __VA_ARGS__), -1)
 #define fail(P, ...) fail_at((P), (P)->line, __VA_ARGS__)
 
-static bool at_end(const struct parser *P) { return P->p >= P->end; }
+static bool at_end(const struct parser *P)
+{
+	return P->p >= P->end;
+}
 
 static int peek(const struct parser *P, size_t off)
 {
@@ -76,10 +80,8 @@ static int peek(const struct parser *P, size_t off)
 static const char *show_here(const struct parser *P, char buf[16])
 {
 	int c = peek(P, 0);
-	if (c < 0)
-		return "end of file";
-	if (c == '\n' || c == '\r')
-		return "end of line";
+	if (c < 0) return "end of file";
+	if (c == '\n' || c == '\r') return "end of line";
 	if (c > 0x20 && c < 0x7f)
 		snprintf(buf, 16, "'%c'", c);
 	else
@@ -119,7 +121,7 @@ static struct toml_node *node_new(struct parser *P, enum toml_type type, int lin
 {
 	struct toml_node *n = calloc(1, sizeof(*n));
 	if (!n) {
-		fail(P, "out of memory");
+		set_error(P, P->line, "out of memory");
 		return NULL;
 	}
 	n->type = type;
@@ -146,8 +148,7 @@ static int node_add(struct parser *P, struct toml_node *parent, struct toml_node
 static int node_set_key(struct parser *P, struct toml_node *n, const struct keypart *k)
 {
 	n->key = malloc(k->len + 1);
-	if (!n->key)
-		return fail(P, "out of memory");
+	if (!n->key) return fail(P, "out of memory");
 	memcpy(n->key, k->s, k->len);
 	n->key[k->len] = '\0';
 	n->keylen = k->len;
@@ -167,8 +168,7 @@ static struct toml_node *table_add_table(struct parser *P, struct toml_node *t,
 					 const struct keypart *k, unsigned flags, int line)
 {
 	struct toml_node *n = node_new(P, TOML_TABLE, line);
-	if (!n)
-		return NULL;
+	if (!n) return NULL;
 	n->flags = flags;
 	if (node_set_key(P, n, k) < 0) {
 		toml_free(n);
@@ -181,21 +181,18 @@ static struct toml_node *table_add_table(struct parser *P, struct toml_node *t,
 
 void toml_free(struct toml_node *n)
 {
-	if (!n)
-		return;
+	if (!n) return;
 	for (size_t i = 0; i < n->nkids; i++)
 		toml_free(n->kids[i]);
 	free(n->kids);
 	free(n->key);
-	if (n->type == TOML_STRING)
-		free(n->v.str.s);
+	if (n->type == TOML_STRING) free(n->v.str.s);
 	free(n);
 }
 
 const struct toml_node *toml_get(const struct toml_node *table, const char *key)
 {
-	if (!table || table->type != TOML_TABLE)
-		return NULL;
+	if (!table || table->type != TOML_TABLE) return NULL;
 	struct keypart k = {(char *)key, strlen(key)};
 	return table_find(table, &k);
 }
@@ -216,13 +213,12 @@ const char *toml_type_name(enum toml_type t)
 
 static int buf_put(struct parser *P, struct buf *b, const char *s, size_t n)
 {
-	if (b->len + n + 1 > b->cap) {
+	if (!b->p || b->len + n + 1 > b->cap) {
 		size_t cap = b->cap ? b->cap : 32;
 		while (cap < b->len + n + 1)
 			cap *= 2;
 		char *p = realloc(b->p, cap);
-		if (!p)
-			return fail(P, "out of memory");
+		if (!p) return fail(P, "out of memory");
 		b->p = p;
 		b->cap = cap;
 	}
@@ -232,7 +228,10 @@ static int buf_put(struct parser *P, struct buf *b, const char *s, size_t n)
 	return 0;
 }
 
-static int buf_putc(struct parser *P, struct buf *b, char c) { return buf_put(P, b, &c, 1); }
+static int buf_putc(struct parser *P, struct buf *b, char c)
+{
+	return buf_put(P, b, &c, 1);
+}
 
 /* ---- lexical pieces ---- */
 
@@ -263,11 +262,9 @@ static int check_utf8(struct parser *P)
 		} else {
 			return fail_at(P, line, "invalid UTF-8");
 		}
-		if ((size_t)(e - s) < n)
-			return fail_at(P, line, "invalid UTF-8");
+		if ((size_t)(e - s) < n) return fail_at(P, line, "invalid UTF-8");
 		for (size_t i = 1; i < n; i++) {
-			if ((s[i] & 0xc0) != 0x80)
-				return fail_at(P, line, "invalid UTF-8");
+			if ((s[i] & 0xc0) != 0x80) return fail_at(P, line, "invalid UTF-8");
 			cp = cp << 6 | (s[i] & 0x3f);
 		}
 		/* Overlong forms, UTF-16 surrogates and beyond U+10FFFF are not
@@ -281,7 +278,10 @@ static int check_utf8(struct parser *P)
 
 /* TOML forbids U+0000..U+001F and U+007F in strings and comments, tab
  * excepted; newlines are handled by the callers. */
-static bool is_ctl(int c) { return (c >= 0 && c < 0x20 && c != '\t') || c == 0x7f; }
+static bool is_ctl(int c)
+{
+	return (c >= 0 && c < 0x20 && c != '\t') || c == 0x7f;
+}
 
 static bool is_bare(int c)
 {
@@ -295,7 +295,10 @@ static void skip_ws(struct parser *P)
 		P->p++;
 }
 
-static bool at_newline(const struct parser *P) { return peek(P, 0) == '\n' || peek(P, 0) == '\r'; }
+static bool at_newline(const struct parser *P)
+{
+	return peek(P, 0) == '\n' || peek(P, 0) == '\r';
+}
 
 /* Consumes LF or CRLF. A CR alone is not a TOML newline. */
 static int newline(struct parser *P)
@@ -317,12 +320,10 @@ static int comment(struct parser *P)
 	while (!at_end(P) && *P->p != '\n') {
 		int c = (unsigned char)*P->p;
 		if (c == '\r') {
-			if (peek(P, 1) == '\n')
-				break;
+			if (peek(P, 1) == '\n') break;
 			return fail(P, "bare carriage return (CR not followed by LF)");
 		}
-		if (is_ctl(c))
-			return fail(P, "control character 0x%02x in comment", (unsigned)c);
+		if (is_ctl(c)) return fail(P, "control character 0x%02x in comment", (unsigned)c);
 		P->p++;
 	}
 	return 0;
@@ -334,12 +335,9 @@ static int end_of_line(struct parser *P, const char *after)
 {
 	char cb[16];
 	skip_ws(P);
-	if (peek(P, 0) == '#' && comment(P) < 0)
-		return -1;
-	if (at_end(P))
-		return 0;
-	if (at_newline(P))
-		return newline(P);
+	if (peek(P, 0) == '#' && comment(P) < 0) return -1;
+	if (at_end(P)) return 0;
+	if (at_newline(P)) return newline(P);
 	return fail(P, "unexpected %s after %s", show_here(P, cb), after);
 }
 
@@ -349,11 +347,9 @@ static int skip_ws_nl(struct parser *P)
 	for (;;) {
 		skip_ws(P);
 		if (peek(P, 0) == '#') {
-			if (comment(P) < 0)
-				return -1;
+			if (comment(P) < 0) return -1;
 		} else if (at_newline(P)) {
-			if (newline(P) < 0)
-				return -1;
+			if (newline(P) < 0) return -1;
 		} else {
 			return 0;
 		}
@@ -418,10 +414,8 @@ static int escape(struct parser *P, struct buf *b)
 		return put_utf8(P, b, cp);
 	}
 	default:
-		if (c > 0x20 && c < 0x7f)
-			return fail(P, "invalid escape '\\%c' in string", c);
-		if (c < 0)
-			return fail(P, "invalid escape in string (backslash at end of file)");
+		if (c > 0x20 && c < 0x7f) return fail(P, "invalid escape '\\%c' in string", c);
+		if (c < 0) return fail(P, "invalid escape in string (backslash at end of file)");
 		if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
 			return fail(P, "invalid escape in string (backslash followed by a blank "
 				       "or end of line)");
@@ -447,8 +441,7 @@ static int parse_string(struct parser *P, struct buf *b)
 	int start = P->line;
 
 	P->p += multi ? 3 : 1;
-	if (multi && at_newline(P) && newline(P) < 0)
-		return -1;
+	if (multi && at_newline(P) && newline(P) < 0) return -1;
 	if (buf_put(P, b, "", 0) < 0) /* an empty string still gets storage */
 		return -1;
 	for (;;) {
@@ -469,16 +462,15 @@ static int parse_string(struct parser *P, struct buf *b)
 				n++;
 			if (n >= 3) {
 				if (n > 5)
-					return fail(P, "too many quotes closing a multi-line string");
+					return fail(P,
+						    "too many quotes closing a multi-line string");
 				/* """"" is two quotes of content, then the end. */
 				for (size_t i = 0; i < n - 3; i++)
-					if (buf_putc(P, b, q) < 0)
-						return -1;
+					if (buf_putc(P, b, q) < 0) return -1;
 				P->p += n;
 				return 0;
 			}
-			if (buf_put(P, b, P->p, n) < 0)
-				return -1;
+			if (buf_put(P, b, P->p, n) < 0) return -1;
 			P->p += n;
 		} else if (c == '\\' && basic) {
 			if (multi) {
@@ -488,33 +480,28 @@ static int parse_string(struct parser *P, struct buf *b)
 					i++;
 				if (peek(P, i) == '\n' || peek(P, i) == '\r') {
 					P->p += i;
-					if (newline(P) < 0)
-						return -1;
+					if (newline(P) < 0) return -1;
 					for (;;) {
 						skip_ws(P);
-						if (!at_newline(P))
-							break;
-						if (newline(P) < 0)
-							return -1;
+						if (!at_newline(P)) break;
+						if (newline(P) < 0) return -1;
 					}
 					continue;
 				}
 			}
-			if (escape(P, b) < 0)
-				return -1;
+			if (escape(P, b) < 0) return -1;
 		} else if (c == '\n' || c == '\r') {
 			if (!multi)
-				return fail(P, "unterminated string (end of line before the closing quote)");
-			if (newline(P) < 0)
-				return -1;
-			if (buf_putc(P, b, '\n') < 0)
-				return -1;
+				return fail(
+				    P,
+				    "unterminated string (end of line before the closing quote)");
+			if (newline(P) < 0) return -1;
+			if (buf_putc(P, b, '\n') < 0) return -1;
 		} else if (is_ctl(c)) {
 			return fail(P, "control character 0x%02x in string%s", (unsigned)c,
 				    basic ? " (write it as an escape)" : "");
 		} else {
-			if (buf_putc(P, b, (char)c) < 0)
-				return -1;
+			if (buf_putc(P, b, (char)c) < 0) return -1;
 			P->p++;
 		}
 	}
@@ -551,19 +538,18 @@ static int parse_key(struct parser *P, struct keypath *k)
 			const char *s = P->p;
 			while (is_bare(peek(P, 0)))
 				P->p++;
-			if (buf_put(P, &b, s, (size_t)(P->p - s)) < 0)
-				return -1;
+			if (buf_put(P, &b, s, (size_t)(P->p - s)) < 0) return -1;
 		} else {
 			if (k->n)
-				return fail(P, "expected a key after '.', found %s", show_here(P, cb));
+				return fail(P, "expected a key after '.', found %s",
+					    show_here(P, cb));
 			return fail(P, "expected a key, found %s", show_here(P, cb));
 		}
 		k->part[k->n].s = b.p;
 		k->part[k->n].len = b.len;
 		k->n++;
 		skip_ws(P);
-		if (peek(P, 0) != '.')
-			return 0;
+		if (peek(P, 0) != '.') return 0;
 		P->p++;
 		skip_ws(P);
 	}
@@ -574,12 +560,14 @@ static int parse_key(struct parser *P, struct keypath *k)
 static bool tok_has(const char *s, size_t n, const char *set)
 {
 	for (size_t i = 0; i < n; i++)
-		if (strchr(set, s[i]))
-			return true;
+		if (strchr(set, s[i])) return true;
 	return false;
 }
 
-static bool is_digit(int c) { return c >= '0' && c <= '9'; }
+static bool is_digit(int c)
+{
+	return c >= '0' && c <= '9';
+}
 
 /*
  * Integers (TOML 1.0 "Integer"): decimal with an optional sign and no
@@ -611,14 +599,14 @@ static int parse_number(struct parser *P, struct toml_node *n)
 	if (sl >= 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'o' || s[1] == 'b')) {
 		base = s[1] == 'x' ? 16 : s[1] == 'o' ? 8 : 2;
 		if (sign)
-			return fail(P, "invalid integer '%s': no sign allowed with 0%c", shown, s[1]);
+			return fail(P, "invalid integer '%s': no sign allowed with 0%c", shown,
+				    s[1]);
 		s += 2;
 		sl -= 2;
 	} else if (tok_has(s, sl, ".eE")) {
 		return fail(P, "floating-point numbers are not supported ('%s')", shown);
 	}
-	if (sl == 0)
-		return fail(P, "invalid integer '%s'", shown);
+	if (sl == 0) return fail(P, "invalid integer '%s'", shown);
 	if (base == 10 && s[0] == '0' && sl > 1)
 		return fail(P, "invalid integer '%s': leading zeros are not allowed", shown);
 
@@ -634,8 +622,7 @@ static int parse_number(struct parser *P, struct toml_node *n)
 			prev_digit = false;
 			continue;
 		}
-		if (d < 0 || (unsigned)d >= base)
-			return fail(P, "invalid integer '%s'", shown);
+		if (d < 0 || (unsigned)d >= base) return fail(P, "invalid integer '%s'", shown);
 		if (v > (limit - (unsigned)d) / base)
 			return fail(P, "integer '%s' is out of range (64-bit signed)", shown);
 		v = v * base + (unsigned)d;
@@ -651,29 +638,21 @@ static int parse_array(struct parser *P, struct toml_node *a)
 {
 	char cb[16];
 	int start = P->line;
-	if (++P->depth > MAX_DEPTH)
-		return fail(P, "arrays nested more than %d deep", MAX_DEPTH);
+	if (++P->depth > MAX_DEPTH) return fail(P, "arrays nested more than %d deep", MAX_DEPTH);
 	P->p++;
 	for (;;) {
-		if (skip_ws_nl(P) < 0)
-			return -1;
-		if (peek(P, 0) == ']')
-			break;
-		if (at_end(P))
-			return fail_at(P, start, "unterminated array");
+		if (skip_ws_nl(P) < 0) return -1;
+		if (peek(P, 0) == ']') break;
+		if (at_end(P)) return fail_at(P, start, "unterminated array");
 		struct toml_node *e = parse_value(P);
-		if (!e || node_add(P, a, e) < 0)
-			return -1;
-		if (skip_ws_nl(P) < 0)
-			return -1;
+		if (!e || node_add(P, a, e) < 0) return -1;
+		if (skip_ws_nl(P) < 0) return -1;
 		if (peek(P, 0) == ',') {
 			P->p++;
 			continue;
 		}
-		if (peek(P, 0) == ']')
-			break;
-		if (at_end(P))
-			return fail_at(P, start, "unterminated array");
+		if (peek(P, 0) == ']') break;
+		if (at_end(P)) return fail_at(P, start, "unterminated array");
 		return fail(P, "expected ',' or ']' in array, found %s", show_here(P, cb));
 	}
 	P->p++;
@@ -693,8 +672,7 @@ static struct toml_node *parse_value(struct parser *P)
 	char cb[16];
 	int c = peek(P, 0);
 	struct toml_node *n = node_new(P, TOML_STRING, P->line);
-	if (!n)
-		return NULL;
+	if (!n) return NULL;
 	int rc;
 	if (c == '"' || c == '\'') {
 		struct buf b = {0};
@@ -738,21 +716,21 @@ static int keyval(struct parser *P, struct toml_node *t)
 	struct keypath k;
 	int line = P->line, rc = -1;
 
-	if (parse_key(P, &k) < 0)
-		goto out;
+	if (parse_key(P, &k) < 0) goto out;
 	skip_ws(P);
 	if (peek(P, 0) != '=') {
 		if (at_end(P) || at_newline(P) || peek(P, 0) == '#')
-			fail(P, "key '%s' has no value (expected '=')", show_path(&k, k.n, pb));
+			set_error(P, P->line, "key '%s' has no value (expected '=')",
+				  show_path(&k, k.n, pb));
 		else
-			fail(P, "expected '=' after key '%s', found %s", show_path(&k, k.n, pb),
-			     show_here(P, cb));
+			set_error(P, P->line, "expected '=' after key '%s', found %s",
+				  show_path(&k, k.n, pb), show_here(P, cb));
 		goto out;
 	}
 	P->p++;
 	skip_ws(P);
 	if (at_end(P) || at_newline(P) || peek(P, 0) == '#') {
-		fail(P, "missing value for key '%s'", show_path(&k, k.n, pb));
+		set_error(P, P->line, "missing value for key '%s'", show_path(&k, k.n, pb));
 		goto out;
 	}
 
@@ -762,15 +740,17 @@ static int keyval(struct parser *P, struct toml_node *t)
 		struct toml_node *x = table_find(t, &k.part[i]);
 		if (!x) {
 			x = table_add_table(P, t, &k.part[i], TF_DOTTED, line);
-			if (!x)
-				goto out;
+			if (!x) goto out;
 		} else if (x->type != TOML_TABLE) {
-			fail(P, "key '%s' is already defined at line %d as %s, not a table",
-			     show_path(&k, i + 1, pb), x->line, toml_type_name(x->type));
+			set_error(P, P->line,
+				  "key '%s' is already defined at line %d as %s, not a table",
+				  show_path(&k, i + 1, pb), x->line, toml_type_name(x->type));
 			goto out;
 		} else if (x->flags & TF_EXPLICIT) {
-			fail(P, "cannot add to table [%s%s%s] (defined at line %d) with dotted keys",
-			     P->sect, P->sect[0] ? "." : "", show_path(&k, i + 1, pb), x->line);
+			set_error(
+			    P, P->line,
+			    "cannot add to table [%s%s%s] (defined at line %d) with dotted keys",
+			    P->sect, P->sect[0] ? "." : "", show_path(&k, i + 1, pb), x->line);
 			goto out;
 		}
 		x->flags |= TF_DOTTED;
@@ -778,13 +758,12 @@ static int keyval(struct parser *P, struct toml_node *t)
 	}
 	struct toml_node *old = table_find(t, &k.part[k.n - 1]);
 	if (old) {
-		fail(P, "duplicate key '%s' (first defined at line %d)", show_path(&k, k.n, pb),
-		     old->line);
+		set_error(P, P->line, "duplicate key '%s' (first defined at line %d)",
+			  show_path(&k, k.n, pb), old->line);
 		goto out;
 	}
 	struct toml_node *v = parse_value(P);
-	if (!v)
-		goto out;
+	if (!v) goto out;
 	v->line = line;
 	if (node_set_key(P, v, &k.part[k.n - 1]) < 0) {
 		toml_free(v);
@@ -807,11 +786,11 @@ static int header(struct parser *P)
 
 	P->p += aot ? 2 : 1;
 	skip_ws(P);
-	if (parse_key(P, &k) < 0)
-		goto out;
+	if (parse_key(P, &k) < 0) goto out;
 	skip_ws(P);
 	if (peek(P, 0) != ']' || (aot && peek(P, 1) != ']')) {
-		fail(P, "expected '%s' to close the table header, found %s", kt, show_here(P, cb));
+		set_error(P, P->line, "expected '%s' to close the table header, found %s", kt,
+			  show_here(P, cb));
 		goto out;
 	}
 	P->p += aot ? 2 : 1;
@@ -823,13 +802,13 @@ static int header(struct parser *P)
 		struct toml_node *x = table_find(t, &k.part[i]);
 		if (!x) {
 			x = table_add_table(P, t, &k.part[i], 0, line);
-			if (!x)
-				goto out;
+			if (!x) goto out;
 		} else if (x->type == TOML_ARRAY && (x->flags & TF_AOT)) {
 			x = x->kids[x->nkids - 1];
 		} else if (x->type != TOML_TABLE) {
-			fail(P, "key '%s' is already defined at line %d as %s, not a table",
-			     show_path(&k, i + 1, pb), x->line, toml_type_name(x->type));
+			set_error(P, P->line,
+				  "key '%s' is already defined at line %d as %s, not a table",
+				  show_path(&k, i + 1, pb), x->line, toml_type_name(x->type));
 			goto out;
 		}
 		t = x;
@@ -841,49 +820,50 @@ static int header(struct parser *P)
 	if (aot) {
 		if (!x) {
 			x = node_new(P, TOML_ARRAY, line);
-			if (!x)
-				goto out;
+			if (!x) goto out;
 			x->flags = TF_AOT;
 			if (node_set_key(P, x, last) < 0) {
 				toml_free(x);
 				goto out;
 			}
-			if (node_add(P, t, x) < 0)
-				goto out;
+			if (node_add(P, t, x) < 0) goto out;
 		} else if (x->type == TOML_TABLE) {
-			fail(P, "[[%s]] conflicts with table [%s] defined at line %d", pb, pb, x->line);
+			set_error(P, P->line, "[[%s]] conflicts with table [%s] defined at line %d",
+				  pb, pb, x->line);
 			goto out;
 		} else if (x->type != TOML_ARRAY || !(x->flags & TF_AOT)) {
-			fail(P, "[[%s]]: key '%s' is already defined at line %d as %s", pb, pb,
-			     x->line, toml_type_name(x->type));
+			set_error(P, P->line,
+				  "[[%s]]: key '%s' is already defined at line %d as %s", pb, pb,
+				  x->line, toml_type_name(x->type));
 			goto out;
 		}
 		struct toml_node *e = node_new(P, TOML_TABLE, line);
-		if (!e || node_add(P, x, e) < 0)
-			goto out;
+		if (!e || node_add(P, x, e) < 0) goto out;
 		e->flags = TF_EXPLICIT;
 		x = e;
 	} else if (!x) {
 		x = table_add_table(P, t, last, TF_EXPLICIT, line);
-		if (!x)
-			goto out;
+		if (!x) goto out;
 	} else if (x->type == TOML_TABLE && (x->flags & TF_EXPLICIT)) {
-		fail(P, "table [%s] is defined twice (first at line %d)", pb, x->line);
+		set_error(P, P->line, "table [%s] is defined twice (first at line %d)", pb,
+			  x->line);
 		goto out;
 	} else if (x->type == TOML_TABLE && (x->flags & TF_DOTTED)) {
-		fail(P, "table [%s] was already defined with dotted keys at line %d", pb, x->line);
+		set_error(P, P->line, "table [%s] was already defined with dotted keys at line %d",
+			  pb, x->line);
 		goto out;
 	} else if (x->type == TOML_TABLE) {
 		/* Implicit until now: this header is its definition. */
 		x->flags |= TF_EXPLICIT;
 		x->line = line;
 	} else if (x->flags & TF_AOT) {
-		fail(P, "[%s] conflicts with array of tables [[%s]] defined at line %d", pb, pb,
-		     x->line);
+		set_error(P, P->line,
+			  "[%s] conflicts with array of tables [[%s]] defined at line %d", pb, pb,
+			  x->line);
 		goto out;
 	} else {
-		fail(P, "%s%s%s: key '%s' is already defined at line %d as %s", br, pb, kt, pb,
-		     x->line, toml_type_name(x->type));
+		set_error(P, P->line, "%s%s%s: key '%s' is already defined at line %d as %s", br,
+			  pb, kt, pb, x->line, toml_type_name(x->type));
 		goto out;
 	}
 	P->cur = x;
@@ -902,31 +882,25 @@ struct toml_node *toml_parse(const char *text, size_t len, struct toml_error *er
 	err->msg[0] = '\0';
 	/* Editors on some systems prepend a byte-order mark; it carries no
 	 * meaning in UTF-8. */
-	if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0)
-		P.p += 3;
-	if (check_utf8(&P) < 0)
-		return NULL;
+	if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) P.p += 3;
+	if (check_utf8(&P) < 0) return NULL;
 	P.root = node_new(&P, TOML_TABLE, 1);
-	if (!P.root)
-		return NULL;
+	if (!P.root) return NULL;
 	P.root->flags = TF_EXPLICIT;
 	P.cur = P.root;
 
 	while (!P.failed) {
 		skip_ws(&P);
 		int c = peek(&P, 0);
-		if (c < 0)
-			break;
+		if (c < 0) break;
 		if (c == '#') {
-			if (comment(&P) < 0)
-				break;
+			if (comment(&P) < 0) break;
 		} else if (c == '\n' || c == '\r') {
 			newline(&P);
 		} else if (c == '[') {
 			header(&P);
 		} else {
-			if (keyval(&P, P.cur) == 0)
-				end_of_line(&P, "the value");
+			if (keyval(&P, P.cur) == 0) end_of_line(&P, "the value");
 		}
 	}
 	if (P.failed) {

@@ -63,7 +63,7 @@ struct toml_node {
 };
 
 struct toml_error {
-	int line;      /* 1-based */
+	int line; /* 1-based */
 	char msg[160];
 };
 

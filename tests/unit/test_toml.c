@@ -27,8 +27,7 @@ static void refused(const char *doc, int line, const char *needle)
 {
 	struct toml_error e;
 	struct toml_node *r = toml_parse(doc, strlen(doc), &e);
-	if (r)
-		toml_free(r);
+	if (r) toml_free(r);
 	cr_assert_null(r, "accepted, should be refused:\n%s", doc);
 	cr_expect_eq(e.line, line, "line %d, expected %d (%s) for:\n%s", e.line, line, e.msg, doc);
 	cr_expect(strstr(e.msg, needle), "message '%s' lacks '%s' for:\n%s", e.msg, needle, doc);
@@ -298,8 +297,8 @@ Test(arrays, malformed)
 	refused("v = [\"a\" \"b\"]", 1, "expected ',' or ']'");
 	refused("v = [1, {a = 1}]", 1, "inline tables");
 	refused("v = [\n  \"a\",\n  \"b\n]", 3, "unterminated string");
-	refused("v = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
-		1, "nested");
+	refused("v = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]", 1,
+		"nested");
 }
 
 /* ---- keys and tables ---- */
@@ -456,10 +455,10 @@ Test(tables, keyval_syntax)
 	refused("\"\"\"k\"\"\" = 1\n", 1, "multi-line string cannot be a key");
 	refused("\"k\n", 1, "unterminated string");
 	refused("a = 1\r\nb = 2\n\xff = 3\n", 3, "invalid UTF-8");
-	refused("a = \"\xc0\xaf\"\n", 1, "invalid UTF-8");       /* overlong */
-	refused("a = \"\xed\xa0\x80\"\n", 1, "invalid UTF-8");   /* surrogate */
+	refused("a = \"\xc0\xaf\"\n", 1, "invalid UTF-8");	   /* overlong */
+	refused("a = \"\xed\xa0\x80\"\n", 1, "invalid UTF-8");	   /* surrogate */
 	refused("a = \"\xf4\x90\x80\x80\"\n", 1, "invalid UTF-8"); /* > U+10FFFF */
-	refused("a = \"\xe2\x82\"", 1, "invalid UTF-8");          /* truncated */
+	refused("a = \"\xe2\x82\"", 1, "invalid UTF-8");	   /* truncated */
 }
 
 /* ---- comments, whitespace, newlines ---- */
@@ -512,7 +511,8 @@ Test(newlines, crlf_and_bare_cr)
 
 Test(misc, bom_and_type_names)
 {
-	toml_free(parse_ok("\xef\xbb\xbf" "a = 1\n"));
+	toml_free(parse_ok("\xef\xbb\xbf"
+			   "a = 1\n"));
 	cr_expect_str_eq(toml_type_name(TOML_STRING), "a string");
 	cr_expect_str_eq(toml_type_name(TOML_INT), "an integer");
 	cr_expect_str_eq(toml_type_name(TOML_BOOL), "a boolean");

@@ -40,7 +40,6 @@ struct loader {
 	FILE *err;
 	int nerr;
 	struct config *cfg;
-	bool present[SVC_COUNT];
 	int svc_line[SVC_COUNT];
 	unsigned set[SVC_COUNT];
 	bool retry_set;
@@ -387,7 +386,6 @@ static void load_service(struct loader *L, enum svc_kind k, const struct toml_no
 	char ctx[64];
 	int64_t i;
 
-	L->present[k] = true;
 	L->svc_line[k] = t->line;
 	for (size_t n = 0; n < t->nkids; n++) {
 		const struct toml_node *v = t->kids[n];

@@ -375,6 +375,75 @@ Test(config, repository_default_config)
 	config_free(&c);
 }
 
+/* The example of SPEC section 3, verbatim: the documented config loads. */
+Test(config, spec_example)
+{
+	struct config c;
+	load_ok(
+	    "hostname = \"mx.example.com\"    # required: greetings, Received, DSN Reporting-MTA\n"
+	    "workers  = 0                   # io_uring rings/threads; 0 = one per online CPU\n"
+	    "log_level = \"info\"             # debug | info | warn | error\n"
+	    "user = \"\"                      # when started as root: drop to this user after\n"
+	    "                               # binding ports and reading keys\n"
+	    "\n"
+	    "[smtp]                         # inbound MX (port 25 in production)\n"
+	    "listen = [\"0.0.0.0:25\", \"[::]:25\"]\n"
+	    "max_message_size = 41943040    # advertised as SIZE; larger is refused with 552\n"
+	    "max_recipients = 100           # more in one transaction: 452 4.5.3\n"
+	    "max_connections = 10000        # per service, all workers together\n"
+	    "max_connections_per_ip = 50\n"
+	    "timeout = \"5m\"                 # idle time waiting for a command or data\n"
+	    "\n"
+	    "[submission]                   # RFC 6409, port 587: AUTH required before MAIL\n"
+	    "listen = [\"0.0.0.0:587\"]\n"
+	    "[submissions]                  # RFC 8314 implicit TLS, port 465\n"
+	    "listen = [\"0.0.0.0:465\"]\n"
+	    "\n"
+	    "[pop3]                         # RFC 1939, port 110, with STLS\n"
+	    "listen = [\"0.0.0.0:110\"]\n"
+	    "allow_plaintext_auth = false   # true: USER/PASS/AUTH before STLS (tests only)\n"
+	    "timeout = \"10m\"\n"
+	    "[pop3s]                        # implicit TLS, port 995\n"
+	    "listen = [\"0.0.0.0:995\"]\n"
+	    "\n"
+	    "[tls]\n"
+	    "ktls = true                    # kernel TLS offload when the kernel has it\n"
+	    "\n"
+	    "[storage]\n"
+	    "sync = \"full\"                  # full: 2xx only after file and directory fsync\n"
+	    "                               # none: no fsync (benchmarks; loses mail on crash)\n"
+	    "\n"
+	    "[relay]\n"
+	    "queue = \"/var/lib/mailpopbox/queue\"   # required when submission is enabled\n"
+	    "nameservers = []               # \"IP:PORT\" list; empty = /etc/resolv.conf\n"
+	    "port = 25                      # port dialed on MX hosts\n"
+	    "smarthost = \"\"                 # \"host:port\": send everything there instead\n"
+	    "retry = [\"1m\", \"5m\", \"15m\", \"1h\", \"4h\"]  # then every last interval\n"
+	    "max_queue_time = \"5d\"\n"
+	    "tls = \"opportunistic\"          # opportunistic | required | none\n"
+	    "\n"
+	    "[[domain]]\n"
+	    "name = \"example.com\"\n"
+	    "password = \"$y$...\"            # crypt(3) hash, or plaintext (warned at startup)\n"
+	    "maildrop = \"/var/lib/mailpopbox/example.com\"   # created 0700 if missing\n"
+	    "tls_cert = \"/etc/mailpopbox/mx.example.com.crt\" # PEM chain; optional\n"
+	    "tls_key  = \"/etc/mailpopbox/mx.example.com.key\"\n"
+	    "blocked  = [\"noreply@example.com\"]             # refused at RCPT\n",
+	    &c);
+	cr_expect_str_eq(c.hostname, "mx.example.com");
+	cr_expect_eq(c.svc[SVC_SMTP].nlisten, 2);
+	cr_expect(c.svc[SVC_SUBMISSION].enabled);
+	cr_expect(c.svc[SVC_SUBMISSIONS].enabled);
+	cr_expect(c.svc[SVC_POP3].enabled);
+	cr_expect(c.svc[SVC_POP3S].enabled);
+	cr_expect_eq(c.svc[SVC_POP3S].timeout_s, 600);
+	cr_expect_eq(c.relay.nnameservers, 0);
+	cr_expect_null(c.relay.smarthost);
+	cr_expect(c.domains[0].password_hashed);
+	cr_expect_str_eq(c.domains[0].blocked[0], "noreply@example.com");
+	config_free(&c);
+}
+
 /* ---- errors ---- */
 
 Test(config, unknown_keys_and_tables)

@@ -99,8 +99,15 @@ fuzz: deps $(FUZZ_BIN)
 
 test: deps-test unit fuzz integration
 
-run: all
+# SPEC 2: a development certificate generated on first use.
+var/example.test.crt:
 	@mkdir -p var
+	openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=localhost" \
+	  -addext "subjectAltName=DNS:localhost,DNS:example.test,IP:127.0.0.1" \
+	  -keyout var/example.test.key -out var/example.test.crt 2>/dev/null
+	chmod 600 var/example.test.key
+
+run: all var/example.test.crt
 	$(BUILD)/mailpopbox mailpopbox.toml
 
 bench: deps-bench all

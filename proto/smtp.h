@@ -37,6 +37,9 @@
 #define SMTP_MAX_ERRORS 20
 /* RFC 5321 4.5.3.1.3: a path is at most 256 octets. */
 #define SMTP_PATH_MAX 256
+/* RFC 4954 4: the lines of an AUTH exchange are not held to 512 octets;
+ * PLAIN needs far less than this (1536 decoded octets), CRLF included. */
+#define SMTP_AUTH_LINE_MAX 2048
 
 struct smtp_domain {
 	const char *name;            /* lower-case */
@@ -65,8 +68,14 @@ enum smtp_req {
 	SMTP_REQ_SPOOL_COMMIT, /* all body bytes were given: make it durable,
 	                          complete 0 + id -> 250, <0 -> 451 4.3.0 */
 	SMTP_REQ_SPOOL_ABORT,  /* the message was refused (reply already in the
-	                          obuf): discard the spool; no smtp_complete. */
-	SMTP_REQ_CLOSE,        /* flush the obuf, then close the connection */
+	                          obuf): discard the spool; no smtp_complete.
+	                          smtp_tx_*() still answer until the next call
+	                          into the machine (for the log line). */
+	SMTP_REQ_CLOSE,        /* flush the obuf, then close the connection; a
+	                          spool that is open and not committed is
+	                          discarded (the 20th error may be the refusal
+	                          of a message, which then comes as CLOSE, not
+	                          as SPOOL_ABORT). */
 };
 
 /* Message body bytes: CRLF lines, dot-stuffing removed, exactly as they must
@@ -92,6 +101,23 @@ struct smtp_rcpt {
 };
 
 struct smtp_tx;       /* opaque: MAIL..end of message */
+struct smtp_auth;     /* opaque: a pending AUTH PLAIN exchange */
+
+/* Private to smtp.c: the state that outlives one smtp_feed() call besides
+ * the partial line. Declared here only so that the session stays one flat
+ * allocation. */
+struct smtp_priv {
+	uint64_t chunk_left;     /* BDAT octets still to come */
+	uint64_t chunk_size;     /* the BDAT size, echoed in its reply */
+	struct smtp_auth *auth;  /* malloc'd during AUTH only */
+	uint8_t req;             /* the request outstanding, if any */
+	uint8_t chunk_reply;     /* reply owed when a discarded chunk ends */
+	bool chunk_discard;      /* the chunk is read but not stored */
+	bool chunk_last;         /* BDAT ... LAST */
+	bool discard_line;       /* skipping the rest of an over-long line */
+	bool closing;            /* the 20th error: 421 sent, close */
+	bool tx_done;            /* tx ended by SPOOL_ABORT; freed on next call */
+};
 
 struct smtp_session {
 	const struct smtp_policy *pol;
@@ -109,7 +135,10 @@ struct smtp_session {
 	   pending AUTH credentials... (see smtp.c) */
 	uint16_t linelen;
 	char line[SMTP_LINE_MAX + 2];
-	uint64_t priv[8];
+	union {
+		uint64_t priv[8];
+		struct smtp_priv p;
+	};
 };
 
 /* Sets up S (zeroed by the caller, pol/peer/tls/tls_available filled) and
@@ -146,14 +175,20 @@ enum smtp_body_type smtp_tx_body_type(const struct smtp_session *s);
 bool smtp_tx_smtputf8(const struct smtp_session *s);
 
 /* --- pending AUTH PLAIN credentials, for the core (valid during SMTP_REQ_AUTH;
- * wiped by smtp_complete) */
+ * wiped by smtp_complete). An unknown identity or a mismatched authorization
+ * identity still comes as SMTP_REQ_AUTH, with domain -1, so that it takes the
+ * same time and path as a wrong password: the core must complete it with <0.
+ * Outside SMTP_REQ_AUTH, smtp_auth_domain() is the authenticated domain. */
 int smtp_auth_domain(const struct smtp_session *s);          /* index or -1 */
+/* NUL-terminated as well (PLAIN passwords hold no NUL, RFC 4616 2). */
 const char *smtp_auth_password(const struct smtp_session *s, size_t *len);
 
 /* --- trace headers (RFC 5321 4.4), written at the top of each stored copy:
  * Return-Path, one Delivered-To per recipient of DOMAIN, Received. Returns
  * the length written (0 if cap is too small). now: seconds since the epoch;
- * tz_off_min: the local offset from UTC in minutes. */
+ * tz_off_min: the local offset from UTC in minutes. DOMAIN -1 is the copy
+ * for the relay queue: Received only, since Return-Path belongs to the final
+ * delivery (RFC 5321 4.4) and Delivered-To names a local maildrop. */
 size_t smtp_trace_headers(char *buf, size_t cap, const struct smtp_session *s, int domain,
 			  const char *id, int64_t now, int tz_off_min);
 

@@ -73,7 +73,7 @@ UNIT_CORE := core/toml.c core/config.c
 UNIT_OBJ  := $(patsubst %.c,$(BUILD)/asan/%.o,$(PROTO_SRC) $(STORE_SRC) $(wildcard $(UNIT_CORE)))
 $(BUILD)/unit/%: tests/unit/%.c $(UNIT_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(ASAN_FLAGS) $(WARN) -o $@ $^ -lcriterion $(filter-out -ljemalloc,$(LDLIBS))
+	$(CC) $(CPPFLAGS) $(ASAN_FLAGS) $(WARN) -o $@ $(filter %.c %.o,$^) -lcriterion $(filter-out -ljemalloc,$(LDLIBS))
 
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
 
@@ -91,11 +91,15 @@ FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_SECONDS ?= 20
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(PROTO_SRC)
 	@mkdir -p $(dir $@)
-	clang -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $^
+	clang -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $(filter %.c,$^)
 fuzz: deps $(FUZZ_BIN)
 	@set -e; for f in $(FUZZ_BIN); do echo "== $$f ($(FUZZ_SECONDS)s)"; \
 	  mkdir -p $(BUILD)/corpus/$$(basename $$f); \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=0 $(BUILD)/corpus/$$(basename $$f) tests/fuzz/corpus/$$(basename $$f) 2>&1 | tail -2; done
+	  if ! $$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=0 \
+	       -artifact_prefix=$(BUILD)/fuzz/ $(BUILD)/corpus/$$(basename $$f) \
+	       tests/fuzz/corpus/$$(basename $$f) >$(BUILD)/fuzz/$$(basename $$f).log 2>&1; then \
+	    tail -60 $(BUILD)/fuzz/$$(basename $$f).log; exit 1; fi; \
+	  tail -1 $(BUILD)/fuzz/$$(basename $$f).log; done
 
 test: deps-test unit fuzz integration
 

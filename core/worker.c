@@ -280,12 +280,20 @@ static bool output_pending(const struct conn *c)
 
 static void closing_step(struct conn *c)
 {
-	if (!(c->flags & (CF_SHUT | CF_EOF | CF_HANDSHAKE | CF_STARTTLS)))
-		tls_close_notify(c);
+	/* Replies first, then close_notify after them, then the shutdown. */
 	if (!(c->flags & (CF_SHUT | CF_HANDSHAKE)) && output_pending(c)) {
 		conn_flush(c);
 		if (c->flags & CF_SEND)
 			return;
+	}
+	if (!(c->flags & (CF_SHUT | CF_EOF | CF_HANDSHAKE | CF_STARTTLS)) && c->tls &&
+	    !c->tls->close_sent) {
+		tls_close_notify(c);
+		if (output_pending(c)) {
+			conn_flush(c);
+			if (c->flags & CF_SEND)
+				return;
+		}
 	}
 	if (!(c->flags & CF_SHUT)) {
 		/* Ends the multishot recv (it completes with 0); the cancel

@@ -87,6 +87,7 @@ struct smtp_tx {
 	uint8_t dot;        /* D_* */
 	bool smtputf8;
 	bool bdat;          /* BDAT was used: DATA may not be (RFC 3030 2) */
+	bool spool;         /* the core has a spool open for it */
 	bool bare;          /* a bare CR or LF in the DATA text */
 	bool too_big;
 	bool has_envid;
@@ -183,6 +184,18 @@ static void tx_reap(struct smtp_session *s)
 {
 	if (s->p.tx_done)
 		tx_end(s);
+}
+
+/* RSET or EHLO/HELO ends the transaction; between BDAT chunks the core
+ * holds a spool for it, which must be discarded. */
+static int tx_drop(struct smtp_session *s)
+{
+	if (s->tx && s->tx->spool) {
+		s->p.tx_done = true;
+		return SMTP_REQ_SPOOL_ABORT;
+	}
+	tx_end(s);
+	return SMTP_REQ_NONE;
 }
 
 static void auth_end(struct smtp_session *s)
@@ -306,7 +319,7 @@ static int cmd_hello(struct smtp_session *s, struct smtp_io *io, const char *arg
 		     bool esmtp)
 {
 	/* RFC 5321 4.1.4: a new EHLO/HELO resets the transaction, like RSET. */
-	tx_end(s);
+	int r = tx_drop(s);
 	/* Kept for Received and the logs: printable domain-ish octets only,
 	   so that neither can be made to carry anything else. */
 	size_t k = n < sizeof s->helo - 1 ? n : sizeof s->helo - 1;
@@ -318,7 +331,7 @@ static int cmd_hello(struct smtp_session *s, struct smtp_io *io, const char *arg
 	s->esmtp = esmtp;
 	if (!esmtp) {
 		reply(s, io, SMTP_R_HELO, s->pol->hostname);
-		return SMTP_REQ_NONE;
+		return r;
 	}
 	char size[32];
 	snprintf(size, sizeof size, "SIZE %llu", (unsigned long long)s->pol->max_message_size);
@@ -338,7 +351,7 @@ static int cmd_hello(struct smtp_session *s, struct smtp_io *io, const char *arg
 		ext[next++] = "AUTH PLAIN";
 	for (unsigned i = 0; i < next; i++)
 		smtp_reply_put(io->out, SMTP_R_HELO, ext[i], i + 1 < next);
-	return SMTP_REQ_NONE;
+	return r;
 }
 
 static int cmd_ehlo(struct smtp_session *s, struct smtp_io *io, const char *arg, size_t n)
@@ -701,9 +714,8 @@ static int cmd_bdat(struct smtp_session *s, struct smtp_io *io, const char *arg,
 static int cmd_rset(struct smtp_session *s, struct smtp_io *io, const char *arg UNUSED,
 		     size_t n UNUSED)
 {
-	tx_end(s);
 	reply(s, io, SMTP_R_OK, NULL);
-	return SMTP_REQ_NONE;
+	return tx_drop(s);
 }
 
 static int cmd_quit(struct smtp_session *s, struct smtp_io *io, const char *arg UNUSED,
@@ -1125,6 +1137,8 @@ enum smtp_req smtp_complete(struct smtp_session *s, enum smtp_req req, int resul
 				tx_end(s);
 				s->p.chunk_discard = true;
 				s->p.chunk_reply = SMTP_R_LOCAL_ERROR;
+			} else {
+				s->tx->spool = true;
 			}
 			s->state = ST_BDAT;
 			if (s->p.chunk_left == 0)
@@ -1133,6 +1147,7 @@ enum smtp_req smtp_complete(struct smtp_session *s, enum smtp_req req, int resul
 			tx_end(s);
 			reply(s, io, SMTP_R_LOCAL_ERROR, NULL);
 		} else {
+			s->tx->spool = true;
 			s->tx->dot = D_BOL; /* the DATA line's CRLF */
 			s->state = ST_DATA;
 			reply(s, io, SMTP_R_DATA_GO, NULL);

@@ -12,7 +12,8 @@
  * neither the way TCP cuts the input nor the pace of sending may change the
  * dialogue. STARTTLS drops the rest of its read in both runs (RFC 3207 4.2).
  * Invariants checked on the way: *used <= n; only a full obuf may stop the
- * machine short of its input; body octets only while a spool is open; every
+ * machine short of its input; body octets only while a spool is open; no
+ * spool left open once the transaction is over; every
  * reply line is "DDD" SP/"-" text CRLF; a DATA body is CRLF lines only.
  */
 #include <stdint.h>
@@ -210,7 +211,10 @@ static bool feed(struct run *r, const char *in, size_t n)
 			CHECK(obuf_room(&r->out) < SMTP_REPLY_ROOM);
 			CHECK(used > 0);
 		}
-		if (handle(r, req))
+		bool drop = handle(r, req);
+		/* a spool is open exactly while a transaction is */
+		CHECK(!r->spool_open || smtp_in_transaction(&r->s));
+		if (drop)
 			return true;
 		flush(r);
 	}

@@ -365,7 +365,8 @@ Test(config, repository_default_config)
 	cr_expect(c.svc[SVC_POP3].allow_plaintext_auth);
 	cr_expect_not(c.svc[SVC_SUBMISSION].enabled);
 	cr_expect_not(c.svc[SVC_SUBMISSIONS].enabled);
-	cr_expect_not(c.svc[SVC_POP3S].enabled);
+	cr_expect(c.svc[SVC_POP3S].enabled);
+	cr_expect_str_eq(c.svc[SVC_POP3S].listen[0].text, "127.0.0.1:1995");
 	cr_expect_eq(c.sync, SYNC_FULL);
 	cr_assert_eq(c.ndomains, 1);
 	cr_expect_str_eq(c.domains[0].name, "example.test");

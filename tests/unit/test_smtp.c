@@ -1240,7 +1240,7 @@ Test(smtp, auth_failures)
 	const char m2[] = "\0someone@example.com\0secret";
 	const char m3[] = "other@example.com\0mailbox@example.com\0secret";
 	const char m4[] = "\0mailbox@example.net\0secret";
-	char line[512];
+	char line[4200]; /* room for any b64() result */
 	snprintf(line, sizeof line, "AUTH PLAIN %s\r\n", b64(m1, sizeof m1 - 1));
 	drive_str(&H, line);
 	expect_str(&H, "535 5.7.8 Authentication credentials invalid\r\n");
@@ -1297,7 +1297,7 @@ Test(smtp, auth_long_response_line)
 	H.s.tls = true;
 	ehlo();
 	/* a 1000-octet password: its response line is over 512 (RFC 4954 4) */
-	char m[1100], line[2100];
+	char m[1100], line[4200];
 	size_t n = (size_t)sprintf(m, "%cmailbox@example.com%c", 0, 0);
 	memset(m + n, 'p', 1000);
 	n += 1000;

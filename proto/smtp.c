@@ -1306,9 +1306,10 @@ size_t smtp_trace_headers(char *buf, size_t cap, const struct smtp_session *s, i
 		for (unsigned i = 0; i < nrcpt; i++) {
 			if (tx->rcpt[i].domain != domain)
 				continue;
-			w_puts(&w, "Delivered-To: <");
+			/* bare, as Postfix and Dovecot write it */
+			w_puts(&w, "Delivered-To: ");
 			w_puts(&w, tx->rcpt[i].addr);
-			w_puts(&w, ">\r\n");
+			w_puts(&w, "\r\n");
 		}
 	}
 	/* RFC 5321 4.4 and 3848: "from" is the EHLO name with the address it

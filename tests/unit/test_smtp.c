@@ -1560,15 +1560,15 @@ Test(smtp, trace_headers)
 	size_t n = smtp_trace_headers(buf, sizeof buf, &H.s, 0, "QID1", 1795519707, 0);
 	buf[n] = '\0';
 	cr_expect_str_eq(buf, "Return-Path: <a@b.example>\r\n"
-			      "Delivered-To: <x@example.com>\r\n"
-			      "Delivered-To: <y@EXAMPLE.com>\r\n"
+			      "Delivered-To: x@example.com\r\n"
+			      "Delivered-To: y@EXAMPLE.com\r\n"
 			      "Received: from client.example ([192.0.2.1])\r\n"
 			      "\tby mx.example.com (mailpopbox) with ESMTP id QID1;\r\n"
 			      "\tTue, 24 Nov 2026 11:28:27 +0000\r\n");
 	n = smtp_trace_headers(buf, sizeof buf, &H.s, 1, "QID1", 1795519707, -330);
 	buf[n] = '\0';
 	cr_expect_str_eq(buf, "Return-Path: <a@b.example>\r\n"
-			      "Delivered-To: <z@example.org>\r\n"
+			      "Delivered-To: z@example.org\r\n"
 			      "Received: from client.example ([192.0.2.1])\r\n"
 			      "\tby mx.example.com (mailpopbox) with ESMTP id QID1\r\n"
 			      "\tfor <z@example.org>; Tue, 24 Nov 2026 05:58:27 -0530\r\n");

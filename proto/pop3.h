@@ -5,9 +5,23 @@
  *
  * Message listings come from a snapshot the core hands over after
  * POP3_REQ_OPEN (an array of pop3_msg it owns). Message text is not the
- * machine's business: for RETR/TOP it appends "+OK ..." and returns
- * POP3_REQ_RETR; the core streams the file through pop3_stuff (dot-stuffing,
- * TOP's line limit, the final ".\r\n") and calls pop3_complete when done.
+ * machine's business: for RETR/TOP it returns POP3_REQ_RETR with nothing in
+ * the obuf; the core opens the file, calls pop3_retr_ok() (which appends the
+ * "+OK"), streams the file through pop3_stuff (dot-stuffing, TOP's line
+ * limit, the final ".\r\n") and calls pop3_complete when done. If the file
+ * cannot be opened (another tool removed it), the core skips pop3_retr_ok()
+ * and completes with <0: the machine answers -ERR and the session goes on.
+ *
+ *   core                              machine
+ *   pop3_start()                  ->  "+OK POP3 (mailpopbox) server HOST"
+ *   pop3_feed("USER ..\r\nPASS ..") ->  "+OK", POP3_REQ_AUTH
+ *   pop3_complete(AUTH, 0)        ->  POP3_REQ_OPEN
+ *   pop3_set_maildrop(); pop3_complete(OPEN, 0) -> "+OK maildrop has ..."
+ *   pop3_feed("RETR 1\r\n")       ->  POP3_REQ_RETR (obuf untouched)
+ *   open ok: pop3_retr_ok()       ->  "+OK 1234 octets"
+ *   pop3_stuff()... pop3_stuff_end(); pop3_complete(RETR, 0)
+ *   pop3_feed("QUIT\r\n")         ->  POP3_REQ_UPDATE
+ *   pop3_complete(UPDATE, 0)      ->  "+OK ... signing off", POP3_REQ_CLOSE
  */
 #ifndef MPB_POP3_H
 #define MPB_POP3_H
@@ -23,6 +37,9 @@
 #define POP3_REPLY_ROOM 512
 /* UIDL: 1..70 characters in 0x21..0x7E (RFC 1939 7). */
 #define POP3_UID_MAX 70
+/* The 20th -ERR of a session is followed by "-ERR Too many errors" and the
+ * close (as SMTP_MAX_ERRORS). */
+#define POP3_MAX_ERRORS 20
 
 struct pop3_msg {
 	uint64_t size;                 /* exact octets of the stored message */
@@ -51,14 +68,40 @@ enum pop3_req {
 	                      core calls pop3_set_maildrop() then complete(0);
 	                      <0 -> -ERR [IN-USE] (-EAGAIN) or [SYS/TEMP] */
 	POP3_REQ_RETR,     /* stream message pop3_retr_index(), limited to
-	                      pop3_retr_lines() body lines (-1 = all); "+OK" is in
-	                      the obuf already; complete(0) when the terminator
-	                      is queued, <0 if the file vanished (the core then
-	                      closes: the +OK is already out) */
+	                      pop3_retr_lines() body lines (-1 = all). Nothing is
+	                      in the obuf: once the file is open the core calls
+	                      pop3_retr_ok() (appends "+OK ..."), streams, and
+	                      completes 0 when the terminator is queued. Open
+	                      failed (no pop3_retr_ok): complete <0 -> "-ERR no
+	                      such message (removed by another tool)" for
+	                      -ENOENT, "-ERR [SYS/TEMP] ..." otherwise, and the
+	                      session goes on. <0 after pop3_retr_ok (read error
+	                      mid-stream): the machine returns POP3_REQ_CLOSE */
 	POP3_REQ_UPDATE,   /* QUIT in TRANSACTION: remove the messages marked
 	                      deleted; complete(0) -> "+OK", <0 -> -ERR [SYS/TEMP];
-	                      then POP3_REQ_CLOSE follows */
+	                      then complete returns POP3_REQ_CLOSE. Requested on
+	                      every QUIT in TRANSACTION, even with nothing marked
+	                      (the core's removal is then a no-op) */
 	POP3_REQ_CLOSE,    /* flush and close */
+};
+
+/* Private to pop3.c: declared here only so that the session stays one flat
+ * allocation (it overlays priv[]). */
+struct pop3_priv {
+	int64_t retr_lines;   /* TOP's limit, -1 for RETR */
+	uint32_t retr_index;  /* 0-based */
+	uint32_t list_next;   /* the listing in progress: next message */
+	int32_t user_domain;  /* USER's identity (-1 unknown) */
+	int32_t pend_domain;  /* during AUTH and OPEN */
+	uint16_t pass_len;    /* the password in line[] during AUTH */
+	uint8_t req;          /* the request outstanding, if any */
+	uint8_t list;         /* the listing in progress: 0, 'L' or 'U' */
+	uint8_t errors;       /* -ERR replies so far */
+	bool have_user;       /* USER given, PASS may follow */
+	bool discard_line;    /* skipping the rest of an over-long line */
+	bool closing;         /* too many errors: close */
+	bool retr_ok;         /* pop3_retr_ok() was called */
+	bool retr_top;        /* the RETR request is for TOP */
 };
 
 struct pop3_session {
@@ -73,7 +116,10 @@ struct pop3_session {
 	/* private parser state */
 	uint16_t linelen;
 	char line[POP3_LINE_MAX + 2];
-	uint64_t priv[8];
+	union {
+		uint64_t priv[8];
+		struct pop3_priv p;
+	};
 };
 
 void pop3_start(struct pop3_session *s, struct obuf *out);
@@ -92,6 +138,13 @@ int pop3_auth_domain(const struct pop3_session *s);
 const char *pop3_auth_password(const struct pop3_session *s, size_t *len);
 unsigned pop3_retr_index(const struct pop3_session *s);     /* 0-based */
 long pop3_retr_lines(const struct pop3_session *s);         /* -1 = whole */
+/* During POP3_REQ_RETR, once the message file is open: appends "+OK <size>
+ * octets" (RETR) or "+OK top of message follows" (TOP). Needs 64 bytes of
+ * obuf room (the core calls it before any message text, so it has them). */
+void pop3_retr_ok(struct pop3_session *s, struct obuf *out);
+/* Idle timeout: appends "-ERR Disconnected for inactivity"; the core then
+ * closes (no UPDATE: SPEC 7). */
+void pop3_timeout(struct pop3_session *s, struct obuf *out);
 
 /* Dot-stuffing of a stored message, streaming: feed the file in chunks of
  * any size; out receives the stuffed bytes. TOP: after the header block,

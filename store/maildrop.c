@@ -34,20 +34,18 @@ int maildrop_lock(int mdfd)
 {
 	/* O_RDWR: a write lock needs a descriptor open for writing.
 	 * O_NOFOLLOW: the lock file is ours; never follow a planted link. */
-	int fd = openat(mdfd, MAILDROP_LOCKFILE, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
-			0600);
-	if (fd < 0)
-		return -errno;
+	int fd = openat(mdfd, MAILDROP_LOCKFILE, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) return -errno;
 	/* OFD locks (not POSIX F_SETLK): owned by this open file description,
 	 * so a second open in the same process conflicts too, and closing some
 	 * unrelated descriptor of the file never drops the lock. l_pid must be
 	 * 0 for the OFD commands. */
 	struct flock fl = {
-		.l_type = F_WRLCK,
-		.l_whence = SEEK_SET,
-		.l_start = 0,
-		.l_len = 0, /* the whole file, however long */
-		.l_pid = 0,
+	    .l_type = F_WRLCK,
+	    .l_whence = SEEK_SET,
+	    .l_start = 0,
+	    .l_len = 0, /* the whole file, however long */
+	    .l_pid = 0,
 	};
 	if (fcntl(fd, F_OFD_SETLK, &fl) != 0) {
 		int err = errno;
@@ -60,8 +58,7 @@ int maildrop_lock(int mdfd)
 
 void maildrop_unlock(int lockfd)
 {
-	if (lockfd >= 0)
-		close(lockfd);
+	if (lockfd >= 0) close(lockfd);
 }
 
 /* ---- names -------------------------------------------------------------- */
@@ -71,8 +68,7 @@ void maildrop_unlock(int lockfd)
 static size_t base_len(const char *name, size_t len)
 {
 	for (size_t i = 0; i + 2 < len; i++)
-		if (name[i] == ':' && name[i + 1] == '2' && name[i + 2] == ',')
-			return i;
+		if (name[i] == ':' && name[i + 1] == '2' && name[i + 2] == ',') return i;
 	return len;
 }
 
@@ -80,13 +76,11 @@ static size_t base_len(const char *name, size_t len)
  * as do absurdly long numbers (saturated). */
 static uint64_t name_seconds(const char *name, size_t len)
 {
-	if (len == 0 || name[0] < '0' || name[0] > '9')
-		return UINT64_MAX;
+	if (len == 0 || name[0] < '0' || name[0] > '9') return UINT64_MAX;
 	uint64_t v = 0;
 	for (size_t i = 0; i < len && name[i] >= '0' && name[i] <= '9'; i++) {
 		unsigned d = (unsigned)(name[i] - '0');
-		if (v > (UINT64_MAX - d) / 10)
-			return UINT64_MAX;
+		if (v > (UINT64_MAX - d) / 10) return UINT64_MAX;
 		v = v * 10 + d;
 	}
 	return v;
@@ -102,15 +96,13 @@ static int name_size(const char *base, size_t blen, uint64_t *size)
 		p++; /* past the ',' */
 		const char *f = p;
 		const char *fe = memchr(f, ',', (size_t)(end - f));
-		if (!fe)
-			fe = end;
+		if (!fe) fe = end;
 		if (fe - f >= 3 && f[0] == 'S' && f[1] == '=') {
 			uint64_t v = 0;
 			const char *q = f + 2;
 			for (; q < fe && *q >= '0' && *q <= '9'; q++) {
 				unsigned d = (unsigned)(*q - '0');
-				if (v > (UINT64_MAX - d) / 10)
-					break;
+				if (v > (UINT64_MAX - d) / 10) break;
 				v = v * 10 + d;
 			}
 			if (q == fe) {
@@ -180,14 +172,12 @@ static uint64_t fnv1a64(const char *s)
  */
 static int uids_unique(struct maildrop_snap *snap)
 {
-	if (snap->n < 2)
-		return 0;
+	if (snap->n < 2) return 0;
 	size_t cap = 4;
 	while (cap < (size_t)snap->n * 2)
 		cap <<= 1;
 	unsigned *tab = malloc(cap * sizeof *tab); /* index + 1; 0 = empty */
-	if (!tab)
-		return -ENOMEM;
+	if (!tab) return -ENOMEM;
 	memset(tab, 0, cap * sizeof *tab);
 	for (unsigned i = 0; i < snap->n; i++) {
 		char *uid = snap->msgs[i].uid;
@@ -201,10 +191,8 @@ static int uids_unique(struct maildrop_snap *snap)
 			}
 			char buf[MAILDROP_PATH_MAX + 16];
 			int len = snprintf(buf, sizeof buf, "%s#%u", snap->paths[i], attempt);
-			if (len < 0)
-				len = 0;
-			uid_hash(buf, (size_t)len < sizeof buf ? (size_t)len : sizeof buf - 1,
-				 uid);
+			if (len < 0) len = 0;
+			uid_hash(buf, (size_t)len < sizeof buf ? (size_t)len : sizeof buf - 1, uid);
 		}
 	}
 	free(tab);
@@ -217,10 +205,10 @@ struct ent {
 	uint64_t sec;
 	uint64_t size;
 	const char *name; /* into the scan buffer, NUL-terminated */
-	size_t off;       /* of name in the scan buffer (it moves while growing) */
+	size_t off;	  /* of name in the scan buffer (it moves while growing) */
 	uint16_t len;
-	uint16_t blen;    /* base_len */
-	uint8_t sub;      /* 0 new/, 1 cur/ */
+	uint16_t blen; /* base_len */
+	uint8_t sub;   /* 0 new/, 1 cur/ */
 };
 
 struct scan {
@@ -237,8 +225,7 @@ static int scan_add(struct scan *sc, const char *name, size_t len, uint8_t sub, 
 	if (sc->n == sc->cap) {
 		size_t nc = sc->cap ? sc->cap * 2 : 256;
 		struct ent *e = realloc(sc->ents, nc * sizeof *e);
-		if (!e)
-			return -ENOMEM;
+		if (!e) return -ENOMEM;
 		sc->ents = e;
 		sc->cap = nc;
 	}
@@ -247,8 +234,7 @@ static int scan_add(struct scan *sc, const char *name, size_t len, uint8_t sub, 
 		while (nc < sc->used + len + 1)
 			nc *= 2;
 		char *b = realloc(sc->buf, nc);
-		if (!b)
-			return -ENOMEM;
+		if (!b) return -ENOMEM;
 		sc->buf = b;
 		sc->bufcap = nc;
 	}
@@ -268,8 +254,7 @@ static int scan_add(struct scan *sc, const char *name, size_t len, uint8_t sub, 
 static int scan_dir(int mdfd, uint8_t sub, struct scan *sc)
 {
 	int fd = openat(mdfd, subdir[sub], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		/* A Maildir some other tool made may lack one of them: empty. */
+	if (fd < 0) /* A Maildir some other tool made may lack one of them: empty. */
 		return errno == ENOENT ? 0 : -errno;
 	DIR *d = fdopendir(fd);
 	if (!d) {
@@ -287,13 +272,10 @@ static int scan_dir(int mdfd, uint8_t sub, struct scan *sc)
 			break;
 		}
 		const char *name = de->d_name;
-		if (name[0] == '.')
-			continue;
+		if (name[0] == '.') continue;
 		size_t len = strlen(name);
-		if (len > MAILDIR_NAME_MAX)
-			continue; /* cannot be, NAME_MAX is 255 */
-		if (de->d_type != DT_REG && de->d_type != DT_UNKNOWN)
-			continue;
+		if (len > MAILDIR_NAME_MAX) continue; /* cannot be, NAME_MAX is 255 */
+		if (de->d_type != DT_REG && de->d_type != DT_UNKNOWN) continue;
 		uint64_t size = 0;
 		int have = name_size(name, base_len(name, len), &size);
 		if (!have || de->d_type == DT_UNKNOWN) {
@@ -301,18 +283,14 @@ static int scan_dir(int mdfd, uint8_t sub, struct scan *sc)
 			 * no d_type. Not following links: only regular files. */
 			struct stat st;
 			if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-				if (errno == ENOENT)
-					continue; /* gone since readdir */
+				if (errno == ENOENT) continue; /* gone since readdir */
 				rc = -errno;
 				break;
 			}
-			if (!S_ISREG(st.st_mode))
-				continue;
-			if (!have)
-				size = (uint64_t)st.st_size;
+			if (!S_ISREG(st.st_mode)) continue;
+			if (!have) size = (uint64_t)st.st_size;
 		}
-		if ((rc = scan_add(sc, name, len, sub, size)) != 0)
-			break;
+		if ((rc = scan_add(sc, name, len, sub, size)) != 0) break;
 	}
 	closedir(d);
 	return rc;
@@ -324,16 +302,12 @@ static int scan_dir(int mdfd, uint8_t sub, struct scan *sc)
 static int ent_cmp(const void *a, const void *b)
 {
 	const struct ent *x = a, *y = b;
-	if (x->sec != y->sec)
-		return x->sec < y->sec ? -1 : 1;
+	if (x->sec != y->sec) return x->sec < y->sec ? -1 : 1;
 	size_t m = x->blen < y->blen ? x->blen : y->blen;
 	int c = memcmp(x->name, y->name, m);
-	if (c)
-		return c;
-	if (x->blen != y->blen)
-		return x->blen < y->blen ? -1 : 1;
-	if ((c = strcmp(x->name, y->name)) != 0)
-		return c;
+	if (c) return c;
+	if (x->blen != y->blen) return x->blen < y->blen ? -1 : 1;
+	if ((c = strcmp(x->name, y->name)) != 0) return c;
 	return (int)x->sub - (int)y->sub;
 }
 
@@ -342,19 +316,15 @@ int maildrop_snapshot(int mdfd, struct maildrop_snap *snap)
 	memset(snap, 0, sizeof *snap);
 	struct scan sc = {0};
 	int rc = scan_dir(mdfd, 0, &sc);
-	if (rc == 0)
-		rc = scan_dir(mdfd, 1, &sc);
-	if (rc == 0 && sc.n > UINT32_MAX)
-		rc = -EOVERFLOW;
-	if (rc)
-		goto out;
+	if (rc == 0) rc = scan_dir(mdfd, 1, &sc);
+	if (rc == 0 && sc.n > UINT32_MAX) rc = -EOVERFLOW;
+	if (rc) goto out;
 	size_t strbytes = 0;
 	for (size_t i = 0; i < sc.n; i++) {
 		sc.ents[i].name = sc.buf + sc.ents[i].off;
 		strbytes += 4 + sc.ents[i].len + 1; /* "new/" NAME NUL */
 	}
-	if (sc.n > 1)
-		qsort(sc.ents, sc.n, sizeof *sc.ents, ent_cmp);
+	if (sc.n > 1) qsort(sc.ents, sc.n, sizeof *sc.ents, ent_cmp);
 
 	/* msgs: one array; paths: one block, the pointers then the strings,
 	 * so maildrop_snap_free is two free() calls whatever n is. */
@@ -379,8 +349,7 @@ int maildrop_snapshot(int mdfd, struct maildrop_snap *snap)
 	snap->n = (unsigned)sc.n;
 	rc = uids_unique(snap);
 out:
-	if (rc)
-		maildrop_snap_free(snap);
+	if (rc) maildrop_snap_free(snap);
 	free(sc.ents);
 	free(sc.buf);
 	return rc;
@@ -408,8 +377,7 @@ static int find_moved(int mdfd, const char *path, char *found)
 	const char *name = path + 4;
 	size_t blen = base_len(name, strlen(name));
 	int fd = openat(mdfd, "cur", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
+	if (fd < 0) return errno == ENOENT ? 0 : -errno;
 	DIR *d = fdopendir(fd);
 	if (!d) {
 		int err = errno;
@@ -420,8 +388,7 @@ static int find_moved(int mdfd, const char *path, char *found)
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
 		const char *n = de->d_name;
-		if (strncmp(n, name, blen) != 0 || (n[blen] != ':' && n[blen] != '\0'))
-			continue;
+		if (strncmp(n, name, blen) != 0 || (n[blen] != ':' && n[blen] != '\0')) continue;
 		if (strcmp(n, name) == 0 && path[0] == 'c')
 			continue; /* the very name that just failed */
 		snprintf(found, MAILDROP_PATH_MAX, "cur/%s", n);
@@ -434,19 +401,15 @@ static int find_moved(int mdfd, const char *path, char *found)
 
 int maildrop_open(int mdfd, const struct maildrop_snap *snap, unsigned i)
 {
-	if (i >= snap->n)
-		return -EINVAL;
+	if (i >= snap->n) return -EINVAL;
 	/* O_NOFOLLOW: the snapshot holds regular files only; a link planted
 	 * since then is not followed (ELOOP). */
 	int fd = openat(mdfd, snap->paths[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd >= 0)
-		return fd;
-	if (errno != ENOENT)
-		return -errno;
+	if (fd >= 0) return fd;
+	if (errno != ENOENT) return -errno;
 	char moved[MAILDROP_PATH_MAX];
 	int rc = find_moved(mdfd, snap->paths[i], moved);
-	if (rc <= 0)
-		return rc < 0 ? rc : -ENOENT;
+	if (rc <= 0) return rc < 0 ? rc : -ENOENT;
 	fd = openat(mdfd, moved, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	return fd >= 0 ? fd : -errno;
 }
@@ -454,8 +417,7 @@ int maildrop_open(int mdfd, const struct maildrop_snap *snap, unsigned i)
 static int fsync_dir(int mdfd, const char *name)
 {
 	int fd = openat(mdfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+	if (fd < 0) return -errno;
 	int rc = fsync(fd) != 0 ? -errno : 0;
 	close(fd);
 	return rc;
@@ -472,8 +434,7 @@ static int missing_cmp(const void *a, const void *b)
 	const struct missing *x = a, *y = b;
 	size_t m = x->blen < y->blen ? x->blen : y->blen;
 	int c = memcmp(x->name, y->name, m);
-	if (c)
-		return c;
+	if (c) return c;
 	return x->blen < y->blen ? -1 : x->blen > y->blen;
 }
 
@@ -483,8 +444,7 @@ static int remove_moved(int mdfd, struct missing *ms, size_t n)
 {
 	qsort(ms, n, sizeof *ms, missing_cmp);
 	int fd = openat(mdfd, "cur", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
+	if (fd < 0) return errno == ENOENT ? 0 : -errno;
 	DIR *d = fdopendir(fd);
 	if (!d) {
 		int err = errno;
@@ -496,15 +456,13 @@ static int remove_moved(int mdfd, struct missing *ms, size_t n)
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
 		const char *name = de->d_name;
-		if (name[0] == '.')
-			continue;
+		if (name[0] == '.') continue;
 		struct missing key = {name, base_len(name, strlen(name)), 0};
 		struct missing *m = bsearch(&key, ms, n, sizeof *ms, missing_cmp);
 		if (!m || m->done || strcmp(m->name, name) == 0)
 			continue; /* (the very name that already failed) */
 		m->done = 1;
-		if (unlinkat(dfd, name, 0) != 0 && errno != ENOENT && !first)
-			first = -errno;
+		if (unlinkat(dfd, name, 0) != 0 && errno != ENOENT && !first) first = -errno;
 	}
 	closedir(d);
 	return first;
@@ -517,15 +475,12 @@ int maildrop_remove(int mdfd, const struct maildrop_snap *snap, int nosync)
 	struct missing *ms = NULL;
 	size_t nms = 0, cap = 0;
 	for (unsigned i = 0; i < snap->n; i++) {
-		if (!snap->msgs[i].deleted)
-			continue;
+		if (!snap->msgs[i].deleted) continue;
 		const char *path = snap->paths[i];
 		touched |= path[0] == 'n' ? 1 : 2;
-		if (unlinkat(mdfd, path, 0) == 0)
-			continue;
+		if (unlinkat(mdfd, path, 0) == 0) continue;
 		if (errno != ENOENT) {
-			if (!first)
-				first = -errno;
+			if (!first) first = -errno;
 			continue;
 		}
 		/* Gone: maybe moved by another reader (see find_moved); a
@@ -534,8 +489,7 @@ int maildrop_remove(int mdfd, const struct maildrop_snap *snap, int nosync)
 			size_t nc = cap ? cap * 2 : 16;
 			struct missing *m = realloc(ms, nc * sizeof *m);
 			if (!m) {
-				if (!first)
-					first = -ENOMEM;
+				if (!first) first = -ENOMEM;
 				continue;
 			}
 			ms = m;
@@ -547,18 +501,14 @@ int maildrop_remove(int mdfd, const struct maildrop_snap *snap, int nosync)
 	if (nms) {
 		touched |= 2;
 		int rc = remove_moved(mdfd, ms, nms);
-		if (rc && !first)
-			first = rc;
+		if (rc && !first) first = rc;
 	}
 	free(ms);
-	if (nosync)
-		return first;
+	if (nosync) return first;
 	for (int s = 0; s < 2; s++) {
-		if (!(touched & (1 << s)))
-			continue;
+		if (!(touched & (1 << s))) continue;
 		int rc = fsync_dir(mdfd, subdir[s]);
-		if (rc && !first)
-			first = rc;
+		if (rc && !first) first = rc;
 	}
 	return first;
 }

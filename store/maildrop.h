@@ -20,6 +20,15 @@
  *   maildrop_remove    unlinks the messages marked deleted (a file already
  *                      gone counts as removed), then fsyncs new/ and cur/;
  *                      0 only when every removal is durable.
+ *
+ * Another Maildir reader (Dovecot, mutt) does not honour our lock and may
+ * move a message from new/ to cur/ or change its flags during a session:
+ * maildrop_open and maildrop_remove then find it in cur/ by its base name.
+ * Names without leading seconds sort last; a missing new/ or cur/ lists as
+ * empty. Hashed UIDs are 'h' and 32 hex digits of the 128-bit FNV-1a of the
+ * base name; within one snapshot a repeated UID (the same base in new/ and
+ * cur/) is replaced, for the later message in listing order, by the hash of
+ * its path, so every UID in a listing is unique.
  */
 #ifndef MPB_MAILDROP_H
 #define MPB_MAILDROP_H
@@ -44,7 +53,8 @@ void maildrop_unlock(int lockfd);
 int maildrop_snapshot(int dirfd, struct maildrop_snap *snap);
 void maildrop_snap_free(struct maildrop_snap *snap);
 
-/* Opens message i read-only (O_CLOEXEC); -ENOENT when it vanished. */
+/* Opens message i read-only (O_CLOEXEC, O_NOFOLLOW); -ENOENT when it
+ * vanished, -EINVAL when i >= snap->n. */
 int maildrop_open(int dirfd, const struct maildrop_snap *snap, unsigned i);
 
 /* Removes every msgs[i] with deleted set; fsync of the directories unless

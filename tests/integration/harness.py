@@ -204,7 +204,7 @@ class ServerError(Exception):
 class Server:
     """One mailpopbox process (and its restarts) on its own temp dir."""
 
-    def __init__(self, test=None, config=None, tls=True, domains=2, binary=None):
+    def __init__(self, test=None, config=None, tls=True, domains=2, binary=None, preexec=None):
         self.tmp = tempfile.mkdtemp(prefix="srv-", dir=tmp_root())
         self.config = config if config is not None else default_config(self.tmp, tls=tls, domains=domains)
         self.binary = binary or BINARY
@@ -214,6 +214,7 @@ class Server:
         self.stderr_path = None
         self._stderr_file = None
         self.checked_runs = set()
+        self.preexec = preexec      # run in the child before exec (rlimits, signals)
         if test is not None:
             test.addCleanup(self.cleanup)
 
@@ -250,7 +251,7 @@ class Server:
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         self.proc = subprocess.Popen([self.binary, self.config_path], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self._stderr_file,
-                                     cwd=self.tmp, env=env)
+                                     cwd=self.tmp, env=env, preexec_fn=self.preexec)
         if expect_fail:
             try:
                 rc = self.proc.wait(timeout)

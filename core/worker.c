@@ -814,7 +814,10 @@ static void on_notify(struct worker *w)
 		struct conn *c = j->conn;
 		c->flags &= ~CF_JOB;
 		if (c->flags & CF_CLOSING) {
-			pool_job_free(j);
+			if (svc_is_smtp(c->svc))
+				pool_job_free(j);
+			else
+				pop3_conn_job_done(c, j); /* releases what the job took */
 			closing_step(c);
 		} else if (svc_is_smtp(c->svc)) {
 			smtp_conn_job_done(c, j);
@@ -862,10 +865,10 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
 	case OP_FILE_READ: {
 		struct conn *c = p;
 		c->flags &= ~CF_READ;
-		if (c->flags & CF_CLOSING)
+		bool closing = c->flags & CF_CLOSING;
+		pop3_conn_read_done(c, cqe->res); /* closing: only releases the file */
+		if (closing)
 			closing_step(c);
-		else
-			pop3_conn_read_done(c, cqe->res);
 		break;
 	}
 	case OP_SPOOL_OPEN:

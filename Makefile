@@ -33,7 +33,7 @@ DEB_BUILD := build-essential pkg-config liburing-dev libssl-dev libjemalloc-dev 
 DEB_TEST  := openssl swaks curl python3 fetchmail procps
 DEB_BENCH := postfix dovecot-pop3d gnuplot-nox
 
-.PHONY: all test unit integration fuzz run bench clean format lint deps deps-test deps-bench asan
+.PHONY: all test unit integration fuzz run bench clean format lint deps deps-test deps-bench asan test-ktls
 all: deps $(BUILD)/mailpopbox $(BUILD)/mailpopbox-bench
 
 # apt-get only when something is missing; postfix must not start or ask.
@@ -102,6 +102,12 @@ fuzz: deps $(FUZZ_BIN)
 	  tail -1 $(BUILD)/fuzz/$$(basename $$f).log; done
 
 test: deps-test unit fuzz integration
+
+# --- test-ktls: the kernel TLS path, on Debian's kernel under qemu (TCG) ---
+# This machine's kernel has no `tls` module; see tests/ktls/run.sh.
+test-ktls: deps $(BUILD)/mailpopbox
+	tests/ktls/run.sh
+# --- end test-ktls ---
 
 # SPEC 2: a development certificate generated on first use.
 var/example.test.crt:

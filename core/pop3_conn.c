@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,13 +24,14 @@
 #include "core/log.h"
 #include "core/pool.h"
 #include "core/server.h"
+#include "core/tls.h"
 #include "store/maildrop.h"
 
 enum { JOB_AUTH = 1, JOB_OPEN, JOB_UPDATE, JOB_REOPEN };
 
 /* Output while streaming a message: sends of this size keep the socket busy
  * without holding much per connection. */
-#define RETR_OUT_CAP (64 * 1024)
+#define RETR_OUT_CAP (128 * 1024)
 #define RETR_READ_CAP (32 * 1024)
 
 struct retr {
@@ -38,6 +40,7 @@ struct retr {
 	bool eof;
 	bool opening;      /* the openat is in flight */
 	bool reopen;       /* the pool's second look for a moved file */
+	bool top;          /* TOP: through buf and pop3_stuff */
 	uint64_t off;      /* file offset of the next read */
 	uint32_t len, pos; /* bytes in buf, bytes of them consumed */
 	struct pop3_stuffer st;
@@ -176,11 +179,26 @@ static void drop_free(struct drop *d)
 
 /* ---- RETR / TOP ----------------------------------------------------------- */
 
+/* RETR reads straight into the output buffer, behind what is queued there,
+ * and pop3_stuff_inplace doubles the line-initial dots where they are: a
+ * message without such lines is never copied in user space. The read may
+ * only start while no send is in flight (a partial send moves the buffer's
+ * contents), and conn_flush waits while it runs (see worker.c). TOP goes
+ * through a read buffer and pop3_stuff, for its line limit. */
 static void retr_read(struct conn *c)
 {
 	struct retr *r = c->retr;
+	char *dst;
+	size_t n;
+	if (r->top) {
+		dst = r->buf;
+		n = RETR_READ_CAP;
+	} else {
+		dst = c->out.p + c->out.len;
+		n = (c->out.cap - c->out.len - 8) * 2 / 3; /* room for the dots */
+	}
 	struct io_uring_sqe *sqe = worker_sqe(c->w);
-	io_uring_prep_read(sqe, r->fd, r->buf, sizeof r->buf, r->off);
+	io_uring_prep_read(sqe, r->fd, dst, (unsigned)n, r->off);
 	io_uring_sqe_set_data64(sqe, op_tag(c, OP_FILE_READ));
 	c->flags |= CF_READ;
 	r->reading = true;
@@ -202,22 +220,30 @@ static void retr_end(struct conn *c)
 static void retr_step(struct conn *c)
 {
 	struct retr *r = c->retr;
-	if (!r || r->opening)
+	if (!r || r->opening || r->reading)
 		return;
-	if (r->pos < r->len && !r->st.done) {
-		r->pos += (uint32_t)pop3_stuff(&r->st, r->buf + r->pos, r->len - r->pos, &c->out);
-	}
-	if (r->st.done) {
-		/* TOP: the rest of the file is not needed. */
-		r->pos = r->len;
-		r->eof = true;
-	}
-	if (r->pos < r->len || r->reading)
-		return;
-	if (!r->eof) {
-		/* Read only when the buffer can take a good part of it: the
-		 * stuffed text never grows by more than one octet per line. */
-		if (c->out.cap - c->out.len >= RETR_READ_CAP / 2 || c->out.len == 0)
+	if (r->top) {
+		if (r->pos < r->len && !r->st.done)
+			r->pos += (uint32_t)pop3_stuff(&r->st, r->buf + r->pos, r->len - r->pos,
+						       &c->out);
+		if (r->st.done) {
+			/* TOP: the rest of the file is not needed. */
+			r->pos = r->len;
+			r->eof = true;
+		}
+		if (r->pos < r->len)
+			return;
+		if (!r->eof) {
+			if (c->out.cap - c->out.len >= RETR_READ_CAP / 2 || c->out.len == 0)
+				retr_read(c);
+			return;
+		}
+	} else if (!r->eof) {
+		/* With TLS in user space the plaintext is taken by SSL_write
+		 * before the send: reading may overlap sending. */
+		bool user_tls = c->tls && c->tls->wmem;
+		if ((user_tls || !(c->flags & CF_SEND)) &&
+		    c->out.cap - c->out.len >= RETR_OUT_CAP / 4)
 			retr_read(c);
 		return;
 	}
@@ -232,7 +258,9 @@ static void retr_start(struct conn *c)
 {
 	struct drop *d = c->maildrop;
 	unsigned i = pop3_retr_index(&c->pop3);
-	struct retr *r = malloc(sizeof *r);
+	long lines = pop3_retr_lines(&c->pop3);
+	/* Only TOP needs the read buffer. */
+	struct retr *r = malloc(lines < 0 ? offsetof(struct retr, buf) : sizeof *r);
 	if (!r || !d || i >= d->snap.n) {
 		free(r);
 		complete(c, POP3_REQ_RETR, -ENOMEM);
@@ -243,7 +271,8 @@ static void retr_start(struct conn *c)
 	r->opening = true;
 	r->off = 0;
 	r->len = r->pos = 0;
-	pop3_stuff_init(&r->st, pop3_retr_lines(&c->pop3));
+	r->top = lines >= 0;
+	pop3_stuff_init(&r->st, lines);
 	c->retr = r;
 	c->parked = POP3_REQ_RETR;
 	/* A bigger output buffer for the stream (given back once idle). */
@@ -316,8 +345,12 @@ void pop3_conn_read_done(struct conn *c, int res)
 	if (res == 0)
 		r->eof = true;
 	r->off += (uint64_t)res;
-	r->len = (uint32_t)res;
-	r->pos = 0;
+	if (r->top) {
+		r->len = (uint32_t)res;
+		r->pos = 0;
+	} else {
+		c->out.len += pop3_stuff_inplace(&r->st, c->out.p + c->out.len, (size_t)res);
+	}
 	retr_step(c);
 	conn_resume(c);
 }

@@ -474,7 +474,7 @@ void tls_tx_sent(struct conn *c, size_t n)
 	if (n < t->clen)
 		memmove(t->cbuf, t->cbuf + n, t->clen - n);
 	t->clen -= n;
-	if (t->clen == 0 && c->out.len == 0 && t->ccap > 16384) {
+	if (t->clen == 0 && c->out.len == 0 && !c->retr && t->ccap > 16384) {
 		/* Large RETR bursts should not pin their buffer forever. */
 		free(t->cbuf);
 		t->cbuf = NULL;

@@ -220,6 +220,10 @@ void conn_flush(struct conn *c)
 {
 	if (c->flags & (CF_SEND | CF_HANDSHAKE))
 		return;
+	/* A RETR read is landing behind the queued text (pop3_conn.c): a
+	 * send now could end partial and move the buffer under it. */
+	if (c->retr && (c->flags & CF_READ))
+		return;
 	const char *p = c->out.p;
 	size_t n = c->out.len;
 	if (tls_user_tx(c))

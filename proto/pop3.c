@@ -949,3 +949,34 @@ void pop3_stuff_end(struct pop3_stuffer *st, struct obuf *out)
 	}
 	obuf_put(out, ".\r\n", 3);
 }
+
+/* In place, for RETR (no line limit): the n octets at buf were read straight
+ * into the output buffer; each line-initial "." gets its second "." by
+ * shifting the text right, from the back, so nothing is copied for a message
+ * without such lines (the common case). The caller leaves room: at most n/2 + 1
+ * octets are added (lines "." LF are the densest case). */
+size_t pop3_stuff_inplace(struct pop3_stuffer *st, char *buf, size_t n)
+{
+	if (n == 0)
+		return 0;
+	bool bol = (st->state & SP_POS) == SP_BOL;
+	size_t k = 0;
+	if (bol && buf[0] == '.')
+		k++;
+	for (const char *p = buf, *end = buf + n; (p = memchr(p, '\n', (size_t)(end - p)));) {
+		if (++p == end)
+			break;
+		k += *p == '.';
+	}
+	size_t total = n + k;
+	for (size_t i = n; k > 0 && i-- > 0;) {
+		buf[i + k] = buf[i];
+		if (buf[i] == '.' && (i == 0 ? bol : buf[i - 1] == '\n'))
+			buf[i + --k] = '.';
+	}
+	/* Where the text stopped, for pop3_stuff_end's final CRLF. */
+	char last = buf[total - 1];
+	unsigned pos = last == '\n' ? SP_BOL : last == '\r' ? SP_MID_CR : SP_MID;
+	st->state = (uint8_t)((st->state & SP_BODY) | pos);
+	return total;
+}

@@ -159,5 +159,11 @@ struct pop3_stuffer {
 void pop3_stuff_init(struct pop3_stuffer *st, long lines);
 size_t pop3_stuff(struct pop3_stuffer *st, const char *in, size_t n, struct obuf *out);
 void pop3_stuff_end(struct pop3_stuffer *st, struct obuf *out); /* needs 5 bytes */
+/* RETR without a line limit: the n octets at buf (read straight into the
+ * output buffer) are stuffed in place; returns the new length, at most
+ * n + n/2 + 1 (a file of lines "." LF), which the caller must have room
+ * for. No copy at all when no line starts with ".". Same state as
+ * pop3_stuff: the two may alternate. */
+size_t pop3_stuff_inplace(struct pop3_stuffer *st, char *buf, size_t n);
 
 #endif

@@ -36,7 +36,7 @@ void maildir_init_names(void)
 size_t maildir_unique(char *buf, size_t cap, const struct timespec *now)
 {
 	uint64_t q = atomic_fetch_add_explicit(&delivery_seq, 1, memory_order_relaxed);
-	int n = snprintf(buf, cap, "%lld.M%ldP%dQ%llu.%s", (long long)now->tv_sec,
+	int n = snprintf(buf, cap, "%lld.M%06ldP%dQ%llu.%s", (long long)now->tv_sec,
 			 now->tv_nsec / 1000, (int)getpid(), (unsigned long long)q, host_part);
 	return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }

@@ -14,6 +14,7 @@
 #include "store/maildrop.h"
 
 #include <dirent.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -296,15 +297,42 @@ static int scan_dir(int mdfd, uint8_t sub, struct scan *sc)
 	return rc;
 }
 
-/* Oldest first: the leading seconds, then the base name (so a message
- * keeps its place when moved to cur/), then the whole name, then new/
- * before cur/. A total order: the listing is the same for the same files. */
+/* Compares two base names with runs of digits taken as numbers, so that
+ * "M99" sorts before "M100000" (microseconds, Q counters and pids are not
+ * zero-padded by every delivery agent). */
+static int natcmp(const char *a, size_t an, const char *b, size_t bn)
+{
+	size_t i = 0, j = 0;
+	while (i < an && j < bn) {
+		if (isdigit((unsigned char)a[i]) && isdigit((unsigned char)b[j])) {
+			while (i < an && a[i] == '0') i++;
+			while (j < bn && b[j] == '0') j++;
+			size_t si = i, sj = j;
+			while (i < an && isdigit((unsigned char)a[i])) i++;
+			while (j < bn && isdigit((unsigned char)b[j])) j++;
+			if (i - si != j - sj) return i - si < j - sj ? -1 : 1;
+			int c = memcmp(a + si, b + sj, i - si);
+			if (c) return c;
+			continue;
+		}
+		if (a[i] != b[j]) return (unsigned char)a[i] < (unsigned char)b[j] ? -1 : 1;
+		i++;
+		j++;
+	}
+	if (i < an) return 1;
+	if (j < bn) return -1;
+	return 0;
+}
+
+/* Oldest first: the leading seconds, then the base name compared
+ * numerically (so a message keeps its place when moved to cur/), then the
+ * whole name, then new/ before cur/. A total order: the listing is the same
+ * for the same files. */
 static int ent_cmp(const void *a, const void *b)
 {
 	const struct ent *x = a, *y = b;
 	if (x->sec != y->sec) return x->sec < y->sec ? -1 : 1;
-	size_t m = x->blen < y->blen ? x->blen : y->blen;
-	int c = memcmp(x->name, y->name, m);
+	int c = natcmp(x->name, x->blen, y->name, y->blen);
 	if (c) return c;
 	if (x->blen != y->blen) return x->blen < y->blen ? -1 : 1;
 	if ((c = strcmp(x->name, y->name)) != 0) return c;

@@ -156,6 +156,22 @@ Test(maildrop, same_second_order_is_by_base_name)
 	maildrop_snap_free(&s);
 }
 
+Test(maildrop, same_second_numbers_compare_as_numbers)
+{
+	/* Microseconds and Q counters are not zero-padded by every delivery
+	 * agent: M99 came before M100000, Q9 before Q10. */
+	put("new/1700000000.M100000P7Q1.h,S=1", 1);
+	put("new/1700000000.M99P7Q9.h,S=1", 1);
+	put("new/1700000000.M99P7Q10.h,S=1", 1);
+	struct maildrop_snap s;
+	snap(&s);
+	cr_assert_eq(s.n, 3);
+	cr_expect_str_eq(s.paths[0], "new/1700000000.M99P7Q9.h,S=1");
+	cr_expect_str_eq(s.paths[1], "new/1700000000.M99P7Q10.h,S=1");
+	cr_expect_str_eq(s.paths[2], "new/1700000000.M100000P7Q1.h,S=1");
+	maildrop_snap_free(&s);
+}
+
 Test(maildrop, deterministic)
 {
 	for (int i = 0; i < 50; i++) {

@@ -210,10 +210,7 @@ maildrop = "/maildrop"
 tls_cert = "/etc/ktls/cert.pem"
 tls_key = "/etc/ktls/key.pem"
 EOF
-"$SERVER" --check "$ROOT/etc/mailpopbox.toml" >/dev/null 2>"$OUT/check.err" || {
-	# Paths are the guest's; only a real syntax problem matters here.
-	grep -v -e '/maildrop' -e '/etc/ktls' "$OUT/check.err" >&2 && die "the guest config does not check"
-}
+"$SERVER" --check "$ROOT/etc/mailpopbox.toml" >/dev/null || die "the guest config does not check"
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 cat >"$ROOT/etc/ktls/params" <<EOF
 DOMAIN=$DOMAIN

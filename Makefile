@@ -101,7 +101,7 @@ fuzz: deps $(FUZZ_BIN)
 	    tail -60 $(BUILD)/fuzz/$$(basename $$f).log; exit 1; fi; \
 	  tail -1 $(BUILD)/fuzz/$$(basename $$f).log; done
 
-test: deps-test unit fuzz integration
+test: deps-test unit fuzz integration test-ktls
 
 # --- test-ktls: the kernel TLS path, on Debian's kernel under qemu (TCG) ---
 # This machine's kernel has no `tls` module; see tests/ktls/run.sh.

@@ -33,8 +33,24 @@ class POP3TestCase(unittest.TestCase):
         if kw.get("greet", True):
             self.assertEqual(p.greeting, GREETING)
         if login:
-            self.assertTrue(p.login().startswith("+OK"), "login failed")
+            st = p.login()
+            self.assertTrue(st.startswith("+OK"), "login failed: %r" % st)
         return p
+
+    def pop_order(self, srv, tokens):
+        """The tokens in the server's listing order (TOP n 0 in a session
+        that deletes nothing). Tests that are not about the order use it
+        (Retrieval checks the order against the delivery order)."""
+        with P3(srv.port("pop3"), tls=False) as p:
+            self.assertTrue(p.login().startswith("+OK"))
+            out = []
+            for i in range(p.stat()[0]):
+                st, raw = p.multi("TOP %d 0" % (i + 1))
+                self.assertTrue(st.startswith("+OK"), st)
+                out += [t for t in tokens if t.encode() in raw]
+            self.assertTrue(p.cmd("QUIT").startswith("+OK"))
+        self.assertEqual(sorted(out), sorted(tokens))
+        return out
 
     def drop_files(self, srv, domain=DOMAIN1):
         """Every message file of the maildrop: [(sub, name)]."""
@@ -146,7 +162,7 @@ class Protocol(POP3TestCase):
 
     def test_pipelining_replies_in_order(self):
         srv = self.server(tls=False)
-        tokens = pop3util.deliver(srv, 2)
+        tokens = self.pop_order(srv, pop3util.deliver(srv, 2))
         files = pop3util.files_by_token(srv, tokens)
         d1, d2 = files[tokens[0]][2], files[tokens[1]][2]
         p = self.p3(srv)
@@ -347,7 +363,7 @@ class Large(POP3TestCase):
 class Uidl(POP3TestCase):
     def test_uidl_stable_across_sessions_restart_and_moves(self):
         srv = self.server(tls=False)
-        tokens = pop3util.deliver(srv, 4)
+        tokens = self.pop_order(srv, pop3util.deliver(srv, 4))
         p = self.p3(srv, login=True)
         u1 = self.uidls(p)
         self.assertEqual([int(n) for n, _ in u1], [1, 2, 3, 4])
@@ -358,9 +374,10 @@ class Uidl(POP3TestCase):
         for i, u in enumerate(uids):
             self.assertEqual(p.cmd("UIDL %d" % (i + 1)), "+OK %d %s" % (i + 1, u))
         by_token = {}
-        for i, t in enumerate(tokens):
-            self.assertIn(t.encode(), unstuff(self.retr(p, i + 1)))
-            by_token[t] = uids[i]
+        for i in range(4):   # (the listing order is Retrieval's business)
+            data = unstuff(self.retr(p, i + 1))
+            by_token.update({t: uids[i] for t in tokens if t.encode() in data})
+        self.assertEqual(len(by_token), 4)
         p.cmd("QUIT")
         q = self.p3(srv, login=True)
         self.assertEqual(self.uidls(q), u1, "UIDL must be the same in the next session")
@@ -377,8 +394,14 @@ class Uidl(POP3TestCase):
         md = srv.maildrop()
         os.rename(os.path.join(md, "new", name), os.path.join(md, "cur", name + ":2,S"))
         s = self.p3(srv, login=True)
-        self.assertEqual(self.uidls(s), [(str(i + 1), by_token[t]) for i, t in enumerate(tokens[1:])],
+        got = self.uidls(s)
+        self.assertEqual([n for n, _ in got], ["1", "2", "3"])
+        self.assertEqual(sorted(u for _, u in got), sorted(by_token[t] for t in tokens[1:]),
                          "UIDs stay after a DELE of another message and after a move to cur/")
+        for i in range(3):
+            data = unstuff(self.retr(s, i + 1))
+            t = [t for t in tokens if t.encode() in data][0]
+            self.assertEqual(got[i][1], by_token[t], "message %s keeps its UID" % t)
         s.cmd("QUIT")
 
 
@@ -419,7 +442,7 @@ class Locking(POP3TestCase):
 
     def test_in_use_across_two_processes(self):
         srv = self.server(tls=False)
-        tokens = pop3util.deliver(srv, 2)
+        tokens = self.pop_order(srv, pop3util.deliver(srv, 2))
         srv2 = pop3util.second_server(self, srv, tls=False)
         self.assertNotEqual(srv.port("pop3"), srv2.port("pop3"))
         a = self.p3(srv, login=True)
@@ -444,7 +467,7 @@ class Locking(POP3TestCase):
 class Deletion(POP3TestCase):
     def test_dele_quit_removes(self):
         srv = self.server(tls=False)
-        tokens = pop3util.deliver(srv, 3)
+        tokens = self.pop_order(srv, pop3util.deliver(srv, 3))
         files = pop3util.files_by_token(srv, tokens)
         p = self.p3(srv, login=True)
         self.assertTrue(p.cmd("DELE 2").startswith("+OK"))
@@ -516,7 +539,7 @@ class Deletion(POP3TestCase):
 
     def test_message_removed_by_another_tool(self):
         srv = self.server(tls=False)
-        tokens = pop3util.deliver(srv, 3)
+        tokens = self.pop_order(srv, pop3util.deliver(srv, 3))
         files = pop3util.files_by_token(srv, tokens)
         p = self.p3(srv, login=True)
         os.unlink(os.path.join(srv.maildrop(), "new", files[tokens[1]][1]))
@@ -531,7 +554,7 @@ class Deletion(POP3TestCase):
 
     def test_message_moved_to_cur_by_another_tool(self):
         srv = self.server(tls=False)
-        tokens = pop3util.deliver(srv, 2)
+        tokens = self.pop_order(srv, pop3util.deliver(srv, 2))
         files = pop3util.files_by_token(srv, tokens)
         md = srv.maildrop()
         p = self.p3(srv, login=True)
@@ -648,7 +671,7 @@ class Auth(POP3TestCase):
 class Clients(POP3TestCase):
     def setUp(self):
         self.srv = self.server()
-        self.tokens = pop3util.deliver(self.srv, 3, body_lines=[".", "..dots", "x"])
+        self.tokens = self.pop_order(self.srv, pop3util.deliver(self.srv, 3, body_lines=[".", "..dots", "x"]))
         self.files = pop3util.files_by_token(self.srv, self.tokens)
         self.data = [self.files[t][2] for t in self.tokens]
 
@@ -730,9 +753,9 @@ class Clients(POP3TestCase):
                             "pop3s://127.0.0.1:%d/3" % self.srv.port("pop3s"), "--user", cred],
                            capture_output=True, timeout=30)
         self.assertEqual((r.returncode, r.stdout), (0, self.data[2]), r.stderr)
-        # UIDL and DELE as custom requests
-        r = subprocess.run(["curl", "-sS", "--max-time", "20", "-k", "-X", "DELE 1",
-                            "pop3s://127.0.0.1:%d/" % self.srv.port("pop3s"), "--user", cred],
+        # DELE as a custom request (-I: a single-line answer)
+        r = subprocess.run(["curl", "-sS", "--max-time", "20", "-k", "-X", "DELE", "-I",
+                            "pop3s://127.0.0.1:%d/1" % self.srv.port("pop3s"), "--user", cred],
                            capture_output=True, timeout=30)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(len(self.srv.new_files()), 2, "curl DELE 1 then QUIT removes message 1")

@@ -342,7 +342,8 @@ class Server:
                 continue
             self.checked_runs.add(n)
             try:
-                text = open(path, errors="replace").read()
+                with open(path, errors="replace") as f:
+                    text = f.read()
             except FileNotFoundError:
                 continue
             for marker in SANITIZER_MARKERS:

@@ -27,8 +27,9 @@ def body_for(token, size):
     lines = []
     n = len(head)
     i = 0
+    table = bytes(b"abcdefghij."[i % 11] for i in range(256))
     while n < size:
-        line = ("%s %06d %s\r\n" % (token[:8], i, "".join(rnd.choice("abcdefghij.") for _ in range(rnd.randint(0, 120))))).encode()
+        line = b"%s %06d %s\r\n" % (token[:8].encode(), i, rnd.randbytes(rnd.randint(0, 120)).translate(table))
         if line.startswith(b"."):
             line = b"x" + line
         lines.append(line)

@@ -132,6 +132,57 @@ class StartTLS(TLSTestCase):
                 self.assertIn("Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n", head)
                 self.assertIn("Message-ID: <keep@me>\r\n", head)
 
+    def test_large_message_over_tls(self):
+        """Byte-exact bodies through the TLS receive path (user space or
+        kernel), sent in odd-sized writes."""
+        srv = self.server()
+        r, _ = self.starttls(srv)
+        import random
+        rnd = random.Random(7)
+        table = bytes(b"abc.xyz "[i % 8] for i in range(256))
+        lines = [b"%05d " % i + rnd.randbytes(rnd.randint(0, 300)).translate(table) for i in range(5000)]
+        lines[10] = b"."
+        lines[11] = b".."
+        msg = b"Subject: big tls\r\n\r\n" + b"\r\n".join(lines) + b"\r\n"
+        self.assertLess(len(msg), 1048576)
+        wire = msg.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+        r.expect(250, "MAIL FROM:<x@sender.example> SIZE=%d" % len(msg))
+        r.expect(250, "RCPT TO:<big@%s>" % DOMAIN1)
+        r.expect(354, "DATA")
+        pos = 0
+        while pos < len(wire):
+            n = rnd.choice([1, 7, 1000, 16384, 70000])
+            r.send(wire[pos:pos + n])
+            pos += n
+        code, lines_ = r.read_reply()
+        self.assertEqual(code, 250, lines_)
+        files = srv.wait_new(DOMAIN1, 1)
+        self.assertEqual(len(files), 1)
+        name, data = files[0]
+        self.assertEqual(harness.size_suffix(name), len(data))
+        self.assertEqual(harness.split_trace(data)[1], msg)
+
+    def test_sendas(self):
+        """SPEC 4: [sendas:NAME] in the Subject of an authenticated message
+        rewrites From:, the Subject and the envelope sender."""
+        srv = self.server()
+        r, _ = self.starttls(srv)
+        self.assertEqual(self.auth(r, USER1, PASSWORDS[DOMAIN1])[0], 235)
+        r.expect(250, "MAIL FROM:<mailbox@%s>" % DOMAIN1)
+        r.expect(250, "RCPT TO:<friend@%s>" % DOMAIN2)
+        r.expect(354, "DATA")
+        r.send(b"From: Jane Doe <mailbox@example.test>\r\nTo: friend@other.test\r\n"
+               b"Subject: [SendAs: sales.team] Quarterly numbers\r\n\r\nbody\r\n.\r\n")
+        r.expect(250)
+        files = srv.wait_new(DOMAIN2, 1)
+        self.assertEqual(len(files), 1)
+        trace, rest = harness.split_trace(files[0][1])
+        self.assertEqual(trace[0], b"Return-Path: <sales.team@example.test>\r\n")
+        head = rest.split(b"\r\n\r\n", 1)[0].decode()
+        self.assertIn("From: Jane Doe <sales.team@example.test>\r\n", head + "\r\n")
+        self.assertIn("Subject: Quarterly numbers\r\n", head + "\r\n")
+        self.assertNotIn("sendas", rest.decode().lower())
+
     def test_esmtps_without_auth(self):
         srv = self.server()
         r, _ = self.starttls(srv)

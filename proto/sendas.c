@@ -867,6 +867,11 @@ int sendas_rewrite(const struct sendas_params *p, const char *hdr, size_t n, cha
 		}
 		i = f.end;
 	}
+	/* An unterminated line that starts with white space (possible only as
+	   the first line) would make any field put before it its own
+	   continuation: add nothing then. */
+	bool can_add = !(ins < n && is_wsp((unsigned char)hdr[ins]));
+	if (!can_add) has_from = has_date = has_msgid = true;
 	if (res->tagged && !has_from) {
 		puts_(&w, "From: ");
 		put_sender(&w, &tag, p->domain);

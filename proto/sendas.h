@@ -42,7 +42,10 @@
  *    `Message-ID: <TOKEN@DOMAIN>`.
  *  - Added fields go, in the order From, Date, Message-ID, at the end of the
  *    header block: before the empty line, or when there is none, after the
- *    last complete line. Everything after the empty line is copied as is.
+ *    last complete line (nothing is added when the only line is an
+ *    unterminated one that starts with white space: a field put before it
+ *    would become part of it). Everything after the empty line is copied
+ *    as is.
  *  - A field that is malformed (no "name:" on its first line, a bare CR or
  *    LF, an unterminated last line) is copied unchanged and counts as
  *    absent.

@@ -76,6 +76,7 @@ Test(sendas, date_and_message_id_added)
 	rw("Subject: x\r\n", "Subject: x\r\n" ADDED_DATE ADDED_MSGID, NULL);
 	rw("Subject: x\r\nTo: y", "Subject: x\r\n" ADDED_DATE ADDED_MSGID "To: y", NULL);
 	rw("", ADDED_DATE ADDED_MSGID, NULL);
+	rw(" x", " x", NULL);
 }
 
 Test(sendas, date_format)

@@ -5,7 +5,6 @@ the Maildir files the SMTP side stored."""
 import os
 import poplib
 import re
-import shutil
 import smtplib
 import subprocess
 import tempfile
@@ -16,7 +15,7 @@ import uuid
 
 import harness
 import pop3util
-from harness import DOMAIN1, HOSTNAME, PASSWORDS
+from harness import DOMAIN1, DOMAIN2, HOSTNAME, PASSWORDS
 from pop3util import P3, stuff, unstuff
 
 GREETING = "+OK POP3 (mailpopbox) server %s" % HOSTNAME
@@ -283,38 +282,44 @@ class Retrieval(POP3TestCase):
 
     def test_oldest_first_within_one_second(self):
         """Two messages delivered in the same second, the second one after
-        the microseconds counter gains a digit (…M99999 then …M100000):
-        the older one must still be listed first."""
+        the microseconds in the Maildir name gain a digit (M99999 ->
+        M100000): the older one must still be listed first."""
         srv = self.server(tls=False)
         c = smtplib.SMTP("127.0.0.1", srv.port("smtp"), local_hostname="client.example", timeout=20)
         self.addCleanup(c.close)
-        tokens = []
-        for attempt in range(4):
-            now = time.time()
-            time.sleep((1.02 - now % 1) % 1)          # just after a second starts
-            t0 = uuid.uuid4().hex
-            sec = int(time.time())
-            c.sendmail(pop3util.SENDER, ["u@" + DOMAIN1], pop3util.message(t0))
-            now = time.time()
-            if int(now) != sec or now % 1 > 0.18:
-                tokens.append(t0)
+
+        def send():
+            t = uuid.uuid4().hex
+            c.sendmail(pop3util.SENDER, ["u@" + DOMAIN1], pop3util.message(t))
+            name = pop3util.files_by_token(srv, [t])[t][1]
+            m = re.match(r"(\d+)\.M(\d+)P", name)
+            self.assertIsNotNone(m, "unexpected Maildir name %s" % name)
+            return t, name, int(m.group(1)), int(m.group(2))
+
+        tokens, names, arranged = [], [], False
+        for attempt in range(8):
+            time.sleep((1.0 - time.time() % 1) % 1)          # a second starts
+            t0, n0, s0, us0 = send()
+            tokens.append(t0), names.append(n0)
+            if us0 >= 100000:
                 continue
-            time.sleep(0.2 - now % 1)                  # same second, past 100000 µs
-            t1 = uuid.uuid4().hex
-            c.sendmail(pop3util.SENDER, ["u@" + DOMAIN1], pop3util.message(t1))
-            tokens += [t0, t1]
-            files = pop3util.files_by_token(srv, [t0, t1])
-            n0, n1 = files[t0][1], files[t1][1]
-            if n0.split(".")[0] == n1.split(".")[0]:
+            wait = s0 + 0.15 - time.time()
+            if wait <= 0:
+                continue
+            time.sleep(wait)
+            t1, n1, s1, us1 = send()
+            tokens.append(t1), names.append(n1)
+            if s1 == s0 and us1 >= 100000:
+                arranged = True
                 break
         c.quit()
-        files = pop3util.files_by_token(srv, tokens)
-        names = [files[t][1] for t in tokens]
+        if not arranged:
+            self.skipTest("could not deliver on both sides of .100000 s within one second: %s" % names)
         p = self.p3(srv, login=True)
         order = []
         for i in range(len(tokens)):
-            data = unstuff(self.retr(p, i + 1))
-            order += [t for t in tokens if t.encode() in data]
+            st, raw = p.multi("TOP %d 0" % (i + 1))
+            order += [t for t in tokens if t.encode() in raw]
         p.cmd("QUIT")
         self.assertEqual(order, tokens, "POP3 must list oldest first (delivery order); stored names in "
                          "delivery order: %s" % names)
@@ -439,6 +444,46 @@ class Locking(POP3TestCase):
                 return True
             self.assertTrue(st.startswith("-ERR [IN-USE]"), st)
             return False
+
+    def test_lock_released_when_quit_is_answered(self):
+        """A client that logs in again as soon as QUIT said +OK must get
+        in: the session is over, its lock must be gone. Other sessions
+        stream a big message meanwhile (a busy server)."""
+        srv = self.server(tls=False, max_message_size=41943040)
+        big = b"Subject: big\r\n\r\n" + (b"y" * 78 + b"\r\n") * (4 * 1024 * 1024 // 80)
+        pop3util.deliver_messages(srv, [big], domain=DOMAIN2)
+        pop3util.deliver(srv, 1)
+        stop = threading.Event()
+
+        def busy():
+            while not stop.is_set():
+                with P3(srv.port("pop3")) as b:
+                    b.login(DOMAIN2)
+                    for _ in range(5):
+                        b.multi("RETR 1")
+                    b.cmd("QUIT")
+
+        threads = [threading.Thread(target=busy) for _ in range(2)]
+        for t in threads:
+            t.start()
+        refused, n = [], 0
+        try:
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:
+                with P3(srv.port("pop3")) as p:
+                    st = p.login()
+                    n += 1
+                    if not st.startswith("+OK"):
+                        refused.append(st)
+                        time.sleep(0.05)
+                        continue
+                    self.assertTrue(p.cmd("QUIT").startswith("+OK"))
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        self.assertEqual(refused, [], "%d of %d logins right after the previous session's QUIT +OK were "
+                         "refused" % (len(refused), n))
 
     def test_in_use_across_two_processes(self):
         srv = self.server(tls=False)
@@ -781,7 +826,8 @@ class Fetchmail(POP3TestCase):
                     % (port, pop3util.user(), PASSWORDS[DOMAIN1], os.environ.get("USER", "root"), ssl_line, out))
         os.chmod(rc, 0o600)
         env = dict(os.environ, FETCHMAILHOME=home, HOME=home)
-        p = subprocess.run(["fetchmail", "-f", rc, "-N", "--nosyslog", "-v", "--invisible", "--norewrite"],
+        p = subprocess.run(["fetchmail", "-f", rc, "-N", "--nosyslog", "-v", "--invisible", "--norewrite",
+                            "--pidfile", os.path.join(home, "fetchmail.pid")],
                            capture_output=True, env=env, timeout=60)
         got = []
         for n in sorted(os.listdir(out)):

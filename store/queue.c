@@ -1,0 +1,901 @@
+/*
+ * The relay queue. Reading order: the state file format (queue_format,
+ * queue_parse), then the file discipline (open/write/commit, update,
+ * remove, load), then the pure helpers (retry schedule, grouping).
+ *
+ * The state file, keys in this order ("?" = optional, omitted when unset):
+ *
+ *   mailpopbox-queue 1
+ *   id ID                       must match the file name
+ *   arrival SECONDS
+ *   next SECONDS
+ *   size OCTETS                 of ID.msg, checked at load
+ *   from ADDRESS                "" (empty value) for <>
+ *   envid? TEXT
+ *   ret? full|hdrs
+ *   body 7bit|8bitmime|binarymime
+ *   smtputf8 0|1
+ *   auth? DOMAIN
+ *   rcpts N
+ *   then N times:
+ *     rcpt ADDRESS              starts a recipient
+ *     orcpt? TEXT
+ *     notify BITS               SMTP_NOTIFY_* as a number
+ *     state pending|done|failed
+ *     attempts N
+ *     flags N
+ *     last SECONDS
+ *     status? TEXT
+ *     remote? TEXT
+ *     reply? TEXT
+ *   end
+ *
+ * The parser takes keys in any order within their section but refuses
+ * unknown and repeated keys, a missing required key, a count that does not
+ * match, anything after "end", and no "end": a state file is either exactly
+ * what queue_format wrote or it is reported as corrupt.
+ */
+#include "store/queue.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ */
+/* building entries */
+
+int queue_strset(char **field, const char *value)
+{
+	char *c = NULL;
+	if (value && !(c = strdup(value)))
+		return -ENOMEM;
+	free(*field);
+	*field = c;
+	return 0;
+}
+
+int queue_add_rcpt(struct queue_entry *e, const char *addr, const char *orcpt, uint8_t notify)
+{
+	struct queue_rcpt *v = realloc(e->rcpt, (e->nrcpt + 1) * sizeof *v);
+	if (!v)
+		return -ENOMEM;
+	e->rcpt = v;
+	struct queue_rcpt *r = &v[e->nrcpt];
+	memset(r, 0, sizeof *r);
+	r->notify = notify;
+	if (queue_strset(&r->addr, addr) || queue_strset(&r->orcpt, orcpt)) {
+		free(r->addr);
+		free(r->orcpt);
+		return -ENOMEM;
+	}
+	e->nrcpt++;
+	return 0;
+}
+
+static void rcpt_free(struct queue_rcpt *r)
+{
+	free(r->addr);
+	free(r->orcpt);
+	free(r->status);
+	free(r->remote);
+	free(r->reply);
+}
+
+void queue_entry_free(struct queue_entry *e)
+{
+	for (unsigned i = 0; i < e->nrcpt; i++)
+		rcpt_free(&e->rcpt[i]);
+	free(e->rcpt);
+	free(e->from);
+	free(e->envid);
+	free(e->auth_domain);
+	memset(e, 0, sizeof *e);
+}
+
+void queue_entries_free(struct queue_entry *v, unsigned n)
+{
+	for (unsigned i = 0; v && i < n; i++)
+		queue_entry_free(&v[i]);
+	free(v);
+}
+
+/* ------------------------------------------------------------------ */
+/* formatting */
+
+struct sbuf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
+
+static void sb_put(struct sbuf *b, const char *p, size_t n)
+{
+	if (b->oom)
+		return;
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = (b->len + n + 1) * 2;
+		char *q = realloc(b->p, cap);
+		if (!q) {
+			b->oom = true;
+			return;
+		}
+		b->p = q;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void sb_str(struct sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+static void sb_num(struct sbuf *b, const char *key, long long v)
+{
+	char t[64];
+	int n = snprintf(t, sizeof t, "%s %lld\n", key, v);
+	sb_put(b, t, (size_t)n);
+}
+
+static void sb_unum(struct sbuf *b, const char *key, unsigned long long v)
+{
+	char t[64];
+	int n = snprintf(t, sizeof t, "%s %llu\n", key, v);
+	sb_put(b, t, (size_t)n);
+}
+
+/* "key value\n", the value %-escaped; nothing for a NULL value. */
+static void sb_kv(struct sbuf *b, const char *key, const char *v)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	if (!v)
+		return;
+	sb_str(b, key);
+	sb_put(b, " ", 1);
+	for (const unsigned char *s = (const unsigned char *)v; *s; s++) {
+		if (*s > 0x20 && *s < 0x7f && *s != '%') {
+			sb_put(b, (const char *)s, 1);
+		} else {
+			char x[3] = {'%', hex[*s >> 4], hex[*s & 15]};
+			sb_put(b, x, 3);
+		}
+	}
+	sb_put(b, "\n", 1);
+}
+
+static const char *const state_names[] = {"pending", "done", "failed"};
+static const char *const body_names[] = {"7bit", "8bitmime", "binarymime"};
+static const char *const ret_names[] = {NULL, "full", "hdrs"};
+
+char *queue_format(const struct queue_entry *e, size_t *len)
+{
+	struct sbuf b = {0};
+	sb_str(&b, QUEUE_VERSION_LINE "\n");
+	sb_kv(&b, "id", e->id);
+	sb_num(&b, "arrival", e->arrival);
+	sb_num(&b, "next", e->next_try);
+	sb_unum(&b, "size", e->size);
+	sb_kv(&b, "from", e->from ? e->from : "");
+	sb_kv(&b, "envid", e->envid);
+	if (e->ret < 3)
+		sb_kv(&b, "ret", ret_names[e->ret]);
+	sb_kv(&b, "body", body_names[e->body < 3 ? e->body : 0]);
+	sb_unum(&b, "smtputf8", e->smtputf8);
+	sb_kv(&b, "auth", e->auth_domain);
+	sb_unum(&b, "rcpts", e->nrcpt);
+	for (unsigned i = 0; i < e->nrcpt; i++) {
+		const struct queue_rcpt *r = &e->rcpt[i];
+		sb_kv(&b, "rcpt", r->addr ? r->addr : "");
+		sb_kv(&b, "orcpt", r->orcpt);
+		sb_unum(&b, "notify", r->notify);
+		sb_kv(&b, "state", state_names[r->state < 3 ? r->state : 0]);
+		sb_unum(&b, "attempts", r->attempts);
+		sb_unum(&b, "flags", r->flags);
+		sb_num(&b, "last", r->last_try);
+		sb_kv(&b, "status", r->status);
+		sb_kv(&b, "remote", r->remote);
+		sb_kv(&b, "reply", r->reply);
+	}
+	sb_str(&b, "end\n");
+	if (b.oom) {
+		free(b.p);
+		return NULL;
+	}
+	*len = b.len;
+	return b.p;
+}
+
+/* ------------------------------------------------------------------ */
+/* parsing */
+
+enum {
+	K_ID, K_ARRIVAL, K_NEXT, K_SIZE, K_FROM, K_ENVID, K_RET, K_BODY, K_SMTPUTF8, K_AUTH,
+	K_RCPTS,
+	/* per recipient */
+	K_RCPT, K_ORCPT, K_NOTIFY, K_STATE, K_ATTEMPTS, K_FLAGS, K_LAST, K_STATUS, K_REMOTE,
+	K_REPLY,
+	K_END, K_COUNT
+};
+
+static const char *const key_names[K_COUNT] = {
+	"id",     "arrival", "next",     "size",  "from",   "envid",  "ret",
+	"body",   "smtputf8", "auth",    "rcpts", "rcpt",   "orcpt",  "notify",
+	"state",  "attempts", "flags",   "last",  "status", "remote", "reply",
+	"end",
+};
+
+#define ENTRY_REQUIRED                                                                     \
+	((1u << K_ID) | (1u << K_ARRIVAL) | (1u << K_NEXT) | (1u << K_SIZE) | (1u << K_FROM) | \
+	 (1u << K_BODY) | (1u << K_SMTPUTF8) | (1u << K_RCPTS))
+#define RCPT_REQUIRED                                                                      \
+	((1u << K_RCPT) | (1u << K_NOTIFY) | (1u << K_STATE) | (1u << K_ATTEMPTS) |        \
+	 (1u << K_FLAGS) | (1u << K_LAST))
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* %-unescapes v into a fresh string; refuses NUL and raw octets that the
+ * formatter would have escaped. NULL: malformed or no memory (*oom). */
+static char *unescape(const char *v, size_t n, bool *oom)
+{
+	char *o = malloc(n + 1);
+	if (!o) {
+		*oom = true;
+		return NULL;
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)v[i];
+		if (c == '%') {
+			if (i + 2 >= n)
+				goto bad;
+			int a = hexval(v[i + 1]), b = hexval(v[i + 2]);
+			if (a < 0 || b < 0 || (a == 0 && b == 0))
+				goto bad;
+			o[k++] = (char)(a << 4 | b);
+			i += 2;
+		} else if (c > 0x20 && c < 0x7f) {
+			o[k++] = (char)c;
+		} else {
+			goto bad;
+		}
+	}
+	o[k] = '\0';
+	return o;
+bad:
+	free(o);
+	return NULL;
+}
+
+static bool parse_i64(const char *p, size_t n, int64_t *out)
+{
+	bool neg = n > 0 && p[0] == '-';
+	size_t i = neg;
+	if (i == n || n - i > 19)
+		return false;
+	int64_t v = 0;
+	for (; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return false;
+		int d = p[i] - '0';
+		if (v > (INT64_MAX - d) / 10)
+			return false;
+		v = v * 10 + d;
+	}
+	*out = neg ? -v : v;
+	return true;
+}
+
+static bool parse_u64(const char *p, size_t n, uint64_t max, uint64_t *out)
+{
+	if (n == 0 || n > 20)
+		return false;
+	uint64_t v = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return false;
+		unsigned d = (unsigned)(p[i] - '0');
+		if (v > (max - d) / 10)
+			return false;
+		v = v * 10 + d;
+	}
+	*out = v;
+	return true;
+}
+
+static int name_index(const char *const *names, unsigned n, const char *v, size_t len)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (names[i] && strlen(names[i]) == len && memcmp(names[i], v, len) == 0)
+			return (int)i;
+	return -1;
+}
+
+int queue_parse(const char *p, size_t n, struct queue_entry *e)
+{
+	memset(e, 0, sizeof *e);
+	bool oom = false;
+	const char *end = p + n;
+	size_t vl = strlen(QUEUE_VERSION_LINE);
+	if (n < vl + 1 || memcmp(p, QUEUE_VERSION_LINE "\n", vl + 1) != 0)
+		return -EBADMSG;
+	p += vl + 1;
+	uint32_t seen = 0, rseen = 0;
+	uint64_t nrcpts = 0;
+	struct queue_rcpt *r = NULL;
+	bool ended = false;
+	while (p < end) {
+		if (ended)
+			goto bad; /* anything after "end" */
+		const char *lf = memchr(p, '\n', (size_t)(end - p));
+		if (!lf)
+			goto bad; /* cut short */
+		const char *sp = memchr(p, ' ', (size_t)(lf - p));
+		const char *kend = sp ? sp : lf;
+		int k = name_index(key_names, K_COUNT, p, (size_t)(kend - p));
+		const char *v = sp ? sp + 1 : lf;
+		size_t vn = (size_t)(lf - v);
+		p = lf + 1;
+		if (k < 0 || (k == K_END) != !sp)
+			goto bad;
+		if (k == K_END) {
+			if (r && (rseen & RCPT_REQUIRED) != RCPT_REQUIRED)
+				goto bad;
+			if ((seen & ENTRY_REQUIRED) != ENTRY_REQUIRED || e->nrcpt != nrcpts)
+				goto bad;
+			ended = true;
+			continue;
+		}
+		if (k == K_RCPT) {
+			if (!(seen & (1u << K_RCPTS)) || e->nrcpt >= nrcpts)
+				goto bad;
+			if (r && (rseen & RCPT_REQUIRED) != RCPT_REQUIRED)
+				goto bad;
+			char *a = unescape(v, vn, &oom);
+			if (!a)
+				goto bad;
+			r = &e->rcpt[e->nrcpt++];
+			r->addr = a;
+			rseen = 1u << K_RCPT;
+			continue;
+		}
+		uint32_t *mask = k > K_RCPT ? &rseen : &seen;
+		if (k > K_RCPT && !r)
+			goto bad;
+		if (k < K_RCPT && r)
+			goto bad; /* envelope keys come before the recipients */
+		if (*mask & (1u << k))
+			goto bad;
+		*mask |= 1u << k;
+		uint64_t u;
+		int64_t t;
+		int idx;
+		char **str = NULL;
+		switch (k) {
+		case K_ID:
+			if (vn == 0 || vn >= QUEUE_ID_MAX)
+				goto bad;
+			memcpy(e->id, v, vn);
+			e->id[vn] = '\0';
+			for (size_t i = 0; i < vn; i++)
+				if (v[i] <= 0x20 || v[i] >= 0x7f || v[i] == '/' || v[i] == '%')
+					goto bad;
+			break;
+		case K_ARRIVAL:
+			if (!parse_i64(v, vn, &e->arrival))
+				goto bad;
+			break;
+		case K_NEXT:
+			if (!parse_i64(v, vn, &e->next_try))
+				goto bad;
+			break;
+		case K_SIZE:
+			if (!parse_u64(v, vn, UINT64_MAX, &e->size))
+				goto bad;
+			break;
+		case K_FROM: str = &e->from; break;
+		case K_ENVID: str = &e->envid; break;
+		case K_AUTH: str = &e->auth_domain; break;
+		case K_RET:
+			if ((idx = name_index(ret_names, 3, v, vn)) < 1)
+				goto bad;
+			e->ret = (uint8_t)idx;
+			break;
+		case K_BODY:
+			if ((idx = name_index(body_names, 3, v, vn)) < 0)
+				goto bad;
+			e->body = (uint8_t)idx;
+			break;
+		case K_SMTPUTF8:
+			if (!parse_u64(v, vn, 1, &u))
+				goto bad;
+			e->smtputf8 = u;
+			break;
+		case K_RCPTS:
+			/* bounded by the file: each recipient takes a line or more */
+			if (!parse_u64(v, vn, (uint64_t)(end - p) / 5, &nrcpts))
+				goto bad;
+			if (nrcpts && !(e->rcpt = calloc(nrcpts, sizeof *e->rcpt))) {
+				oom = true;
+				goto bad;
+			}
+			break;
+		case K_ORCPT: str = &r->orcpt; break;
+		case K_STATUS: str = &r->status; break;
+		case K_REMOTE: str = &r->remote; break;
+		case K_REPLY: str = &r->reply; break;
+		case K_NOTIFY:
+			if (!parse_u64(v, vn, 15, &u))
+				goto bad;
+			r->notify = (uint8_t)u;
+			break;
+		case K_STATE:
+			if ((idx = name_index(state_names, 3, v, vn)) < 0)
+				goto bad;
+			r->state = (uint8_t)idx;
+			break;
+		case K_ATTEMPTS:
+			if (!parse_u64(v, vn, UINT32_MAX, &u))
+				goto bad;
+			r->attempts = (uint32_t)u;
+			break;
+		case K_FLAGS:
+			if (!parse_u64(v, vn, UINT32_MAX, &u))
+				goto bad;
+			r->flags = (uint32_t)u;
+			break;
+		case K_LAST:
+			if (!parse_i64(v, vn, &t))
+				goto bad;
+			r->last_try = t;
+			break;
+		}
+		if (str && !(*str = unescape(v, vn, &oom)))
+			goto bad;
+	}
+	if (!ended)
+		goto bad;
+	return 0;
+bad:
+	queue_entry_free(e);
+	return oom ? -ENOMEM : -EBADMSG;
+}
+
+/* ------------------------------------------------------------------ */
+/* files */
+
+static _Atomic uint64_t queue_seq;
+
+static int write_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+	while (n) {
+		ssize_t w = write(fd, c, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		c += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static void name_of(char *buf, size_t cap, const char *id, const char *suffix)
+{
+	snprintf(buf, cap, "%s%s", id, suffix);
+}
+
+static bool exists(int dfd, const char *name)
+{
+	struct stat st;
+	return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT;
+}
+
+int queue_dir_open(const char *path)
+{
+	char *p = strdup(path);
+	if (!p)
+		return -ENOMEM;
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+			int rc = -errno;
+			free(p);
+			return rc;
+		}
+		*s = '/';
+	}
+	free(p);
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return -errno;
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+int queue_open(int qdirfd, int64_t now, struct queue_writer *w)
+{
+	memset(w, 0, sizeof *w);
+	w->qdirfd = qdirfd;
+	w->fd = -1;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	for (int tries = 0; tries < 100; tries++) {
+		uint64_t q = atomic_fetch_add_explicit(&queue_seq, 1, memory_order_relaxed);
+		snprintf(w->id, sizeof w->id, "%lld.%06ld.%d.%llu", (long long)now,
+			 ts.tv_nsec / 1000, (int)getpid(), (unsigned long long)q);
+		char msg[QUEUE_ID_MAX + 16], env[QUEUE_ID_MAX + 16], tmp[QUEUE_ID_MAX + 16];
+		name_of(msg, sizeof msg, w->id, ".msg");
+		name_of(env, sizeof env, w->id, ".env");
+		name_of(tmp, sizeof tmp, w->id, ".msg.tmp");
+		/* an id is never reused, even across restarts with a recycled pid */
+		if (exists(qdirfd, msg) || exists(qdirfd, env))
+			continue;
+		w->fd = openat(qdirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (w->fd >= 0)
+			return 0;
+		if (errno != EEXIST)
+			return -errno;
+	}
+	return -EEXIST;
+}
+
+int queue_write(struct queue_writer *w, const void *p, size_t n)
+{
+	int rc = write_all(w->fd, p, n);
+	if (rc == 0)
+		w->size += n;
+	return rc;
+}
+
+void queue_abort(struct queue_writer *w)
+{
+	char tmp[QUEUE_ID_MAX + 16];
+	if (w->fd >= 0)
+		close(w->fd);
+	w->fd = -1;
+	name_of(tmp, sizeof tmp, w->id, ".msg.tmp");
+	unlinkat(w->qdirfd, tmp, 0);
+}
+
+/* Writes ID.env.tmp durably. */
+static int write_env_tmp(int qdirfd, const struct queue_entry *e)
+{
+	char tmp[QUEUE_ID_MAX + 16];
+	name_of(tmp, sizeof tmp, e->id, ".env.tmp");
+	size_t len;
+	char *text = queue_format(e, &len);
+	if (!text)
+		return -ENOMEM;
+	int fd = openat(qdirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int rc = fd < 0 ? -errno : write_all(fd, text, len);
+	if (rc == 0 && fsync(fd) != 0)
+		rc = -errno;
+	if (fd >= 0 && close(fd) != 0 && rc == 0)
+		rc = -errno;
+	free(text);
+	if (rc)
+		unlinkat(qdirfd, tmp, 0);
+	return rc;
+}
+
+int queue_commit(struct queue_writer *w, struct queue_entry *e)
+{
+	char msg[QUEUE_ID_MAX + 16], env[QUEUE_ID_MAX + 16];
+	char msgtmp[QUEUE_ID_MAX + 16], envtmp[QUEUE_ID_MAX + 16];
+	name_of(msg, sizeof msg, w->id, ".msg");
+	name_of(env, sizeof env, w->id, ".env");
+	name_of(msgtmp, sizeof msgtmp, w->id, ".msg.tmp");
+	name_of(envtmp, sizeof envtmp, w->id, ".env.tmp");
+	int rc = fsync(w->fd) != 0 ? -errno : 0;
+	if (close(w->fd) != 0 && rc == 0)
+		rc = -errno;
+	w->fd = -1;
+	if (rc)
+		goto fail;
+	memcpy(e->id, w->id, sizeof e->id);
+	e->size = w->size;
+	if ((rc = write_env_tmp(w->qdirfd, e)) != 0)
+		goto fail;
+	/* The message first: ID.env appearing is what makes the entry. */
+	if (renameat2(w->qdirfd, msgtmp, w->qdirfd, msg, RENAME_NOREPLACE) != 0) {
+		rc = -errno;
+		unlinkat(w->qdirfd, envtmp, 0);
+		goto fail;
+	}
+	if (renameat2(w->qdirfd, envtmp, w->qdirfd, env, RENAME_NOREPLACE) != 0) {
+		rc = -errno;
+		unlinkat(w->qdirfd, envtmp, 0);
+		unlinkat(w->qdirfd, msg, 0);
+		return rc;
+	}
+	if (fsync(w->qdirfd) != 0) {
+		/* Not known to be durable: the caller will refuse the message,
+		 * so it must not be sent either. */
+		rc = -errno;
+		unlinkat(w->qdirfd, env, 0);
+		unlinkat(w->qdirfd, msg, 0);
+		return rc;
+	}
+	return 0;
+fail:
+	unlinkat(w->qdirfd, msgtmp, 0);
+	return rc;
+}
+
+int queue_create(int qdirfd, struct queue_entry *e, const void *msg, size_t n, int64_t now)
+{
+	struct queue_writer w;
+	int rc = queue_open(qdirfd, now, &w);
+	if (rc)
+		return rc;
+	if ((rc = queue_write(&w, msg, n)) != 0) {
+		queue_abort(&w);
+		return rc;
+	}
+	return queue_commit(&w, e);
+}
+
+int queue_update(int qdirfd, const struct queue_entry *e)
+{
+	char env[QUEUE_ID_MAX + 16], envtmp[QUEUE_ID_MAX + 16];
+	name_of(env, sizeof env, e->id, ".env");
+	name_of(envtmp, sizeof envtmp, e->id, ".env.tmp");
+	int rc = write_env_tmp(qdirfd, e);
+	if (rc)
+		return rc;
+	if (renameat(qdirfd, envtmp, qdirfd, env) != 0) {
+		rc = -errno;
+		unlinkat(qdirfd, envtmp, 0);
+		return rc;
+	}
+	return fsync(qdirfd) != 0 ? -errno : 0;
+}
+
+int queue_remove(int qdirfd, const char *id)
+{
+	char env[QUEUE_ID_MAX + 16], msg[QUEUE_ID_MAX + 16];
+	name_of(env, sizeof env, id, ".env");
+	name_of(msg, sizeof msg, id, ".msg");
+	if (unlinkat(qdirfd, env, 0) != 0 && errno != ENOENT)
+		return -errno;
+	if (unlinkat(qdirfd, msg, 0) != 0 && errno != ENOENT)
+		return -errno;
+	return fsync(qdirfd) != 0 ? -errno : 0;
+}
+
+int queue_open_msg(int qdirfd, const char *id)
+{
+	char msg[QUEUE_ID_MAX + 16];
+	name_of(msg, sizeof msg, id, ".msg");
+	int fd = openat(qdirfd, msg, O_RDONLY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+static bool ends_with(const char *s, size_t n, const char *suffix)
+{
+	size_t k = strlen(suffix);
+	return n > k && memcmp(s + n - k, suffix, k) == 0;
+}
+
+/* Reads a whole (small) state file. */
+static int read_file(int dfd, const char *name, char **out, size_t *len)
+{
+	int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(fd, &st) != 0 || st.st_size > (1 << 24)) {
+		close(fd);
+		return -EBADMSG;
+	}
+	char *p = malloc((size_t)st.st_size + 1);
+	size_t n = 0;
+	int rc = p ? 0 : -ENOMEM;
+	while (rc == 0) {
+		ssize_t r = read(fd, p + n, (size_t)st.st_size - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			rc = -errno;
+		else if (r == 0 || (n += (size_t)r) == (size_t)st.st_size)
+			break;
+	}
+	close(fd);
+	if (rc) {
+		free(p);
+		return rc;
+	}
+	p[n] = '\0';
+	*out = p;
+	*len = n;
+	return 0;
+}
+
+static int load_one(int qdirfd, const char *name, size_t nlen, struct queue_entry *e)
+{
+	char *text;
+	size_t len;
+	memset(e, 0, sizeof *e);
+	int rc = read_file(qdirfd, name, &text, &len);
+	if (rc == 0) {
+		rc = queue_parse(text, len, e);
+		free(text);
+	}
+	size_t idlen = nlen - 4;
+	if (rc == -ENOMEM)
+		return rc;
+	if (rc == 0 && (strlen(e->id) != idlen || memcmp(e->id, name, idlen) != 0)) {
+		queue_entry_free(e);
+		rc = -EBADMSG;
+	}
+	if (rc) {
+		memset(e, 0, sizeof *e);
+		snprintf(e->id, sizeof e->id, "%.*s", (int)idlen, name);
+		e->error = -EBADMSG;
+		return 0;
+	}
+	char msg[QUEUE_ID_MAX + 16];
+	name_of(msg, sizeof msg, e->id, ".msg");
+	struct stat st;
+	if (fstatat(qdirfd, msg, &st, 0) != 0 || (uint64_t)st.st_size != e->size)
+		e->error = -ENOENT;
+	return 0;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+	const struct queue_entry *x = a, *y = b;
+	if (x->arrival != y->arrival)
+		return x->arrival < y->arrival ? -1 : 1;
+	return strcmp(x->id, y->id);
+}
+
+int queue_load(int qdirfd, struct queue_entry **out, unsigned *n)
+{
+	*out = NULL;
+	*n = 0;
+	int fd = openat(qdirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	struct queue_entry *v = NULL;
+	unsigned cnt = 0, cap = 0;
+	int rc = 0;
+	bool removed = false;
+	struct dirent *de;
+	/* Pass 1: the entries, and the temporary files nobody acknowledged. */
+	while ((de = readdir(d)) != NULL) {
+		const char *name = de->d_name;
+		size_t nlen = strlen(name);
+		if (name[0] == '.')
+			continue;
+		if (ends_with(name, nlen, ".tmp")) {
+			removed |= unlinkat(qdirfd, name, 0) == 0;
+			continue;
+		}
+		if (!ends_with(name, nlen, ".env") || nlen - 4 >= QUEUE_ID_MAX)
+			continue;
+		if (cnt == cap) {
+			cap = cap ? cap * 2 : 16;
+			struct queue_entry *nv = realloc(v, cap * sizeof *v);
+			if (!nv) {
+				rc = -ENOMEM;
+				break;
+			}
+			v = nv;
+		}
+		if ((rc = load_one(qdirfd, name, nlen, &v[cnt])) != 0)
+			break;
+		cnt++;
+	}
+	/* Pass 2: message files whose state file never appeared. */
+	if (rc == 0) {
+		rewinddir(d);
+		while ((de = readdir(d)) != NULL) {
+			const char *name = de->d_name;
+			size_t nlen = strlen(name);
+			if (name[0] == '.' || !ends_with(name, nlen, ".msg"))
+				continue;
+			char env[NAME_MAX + 1];
+			snprintf(env, sizeof env, "%.*s.env", (int)(nlen - 4), name);
+			if (!exists(qdirfd, env))
+				removed |= unlinkat(qdirfd, name, 0) == 0;
+		}
+	}
+	closedir(d);
+	if (rc) {
+		queue_entries_free(v, cnt);
+		return rc;
+	}
+	if (removed)
+		fsync(qdirfd);
+	if (cnt)
+		qsort(v, cnt, sizeof *v, entry_cmp);
+	*out = v;
+	*n = cnt;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* policy helpers */
+
+int64_t queue_next_try(const uint32_t *retry, unsigned nretry, uint32_t max_queue_time,
+		       unsigned attempts, int64_t arrival, int64_t now)
+{
+	if (attempts == 0)
+		return now;
+	int64_t deadline = arrival + (int64_t)max_queue_time;
+	if (now >= deadline)
+		return QUEUE_EXPIRED;
+	uint32_t interval = 300;
+	if (nretry)
+		interval = retry[attempts < nretry ? attempts - 1 : nretry - 1];
+	int64_t next = now + (int64_t)interval;
+	return next < deadline ? next : deadline;
+}
+
+const char *queue_addr_domain(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	return at ? at + 1 : addr + strlen(addr);
+}
+
+/* Domains compare in ASCII case (RFC 5321 2.4), whatever the locale. */
+static bool domain_eq(const char *a, const char *b)
+{
+	for (;; a++, b++) {
+		unsigned char x = (unsigned char)*a, y = (unsigned char)*b;
+		if (x >= 'A' && x <= 'Z')
+			x = (unsigned char)(x + 32);
+		if (y >= 'A' && y <= 'Z')
+			y = (unsigned char)(y + 32);
+		if (x != y)
+			return false;
+		if (!x)
+			return true;
+	}
+}
+
+unsigned queue_group_by_domain(const struct queue_entry *e, unsigned *group)
+{
+	unsigned ngroups = 0;
+	for (unsigned i = 0; i < e->nrcpt; i++) {
+		group[i] = QUEUE_NO_GROUP;
+		if (e->rcpt[i].state != QUEUE_PENDING)
+			continue;
+		const char *d = queue_addr_domain(e->rcpt[i].addr);
+		for (unsigned j = 0; j < i; j++) {
+			if (group[j] != QUEUE_NO_GROUP &&
+			    domain_eq(queue_addr_domain(e->rcpt[j].addr), d)) {
+				group[i] = group[j];
+				break;
+			}
+		}
+		if (group[i] == QUEUE_NO_GROUP)
+			group[i] = ngroups++;
+	}
+	return ngroups;
+}

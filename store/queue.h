@@ -1,0 +1,155 @@
+/*
+ * queue: the durable relay queue (SPEC 5), a directory of entries.
+ *
+ * Every call here blocks (plain write/fsync/rename) and runs on a helper
+ * thread, never on a ring thread. An entry is two files named by its id:
+ *
+ *   ID.msg   the message as it goes out (CRLF lines, no dot-stuffing)
+ *   ID.env   the envelope and the per-recipient state, a small text file
+ *
+ * Both are written as ID.msg.tmp / ID.env.tmp, fsynced, renamed into place
+ * (.msg first), and the directory fsynced: ID.env appearing is what makes an
+ * entry exist, and queue_commit() returns only after that is durable. A
+ * crash leaves at worst *.tmp files and an ID.msg without its ID.env, which
+ * were never acknowledged: queue_load() removes them. The state file is
+ * rewritten the same way after each attempt (queue_update), so a recipient
+ * recorded as done is never sent again after a kill -9. Removal unlinks
+ * ID.env first, then ID.msg.
+ *
+ * The state file is line-based "key value" text, versioned by its first
+ * line and closed by "end": a file cut short anywhere is detected. Values
+ * are %-escaped (every octet outside 0x21..0x7E, and '%', as %XX), so any
+ * address survives and no value spans lines. See queue.c for the keys.
+ */
+#ifndef MPB_QUEUE_H
+#define MPB_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define QUEUE_ID_MAX 64
+#define QUEUE_VERSION_LINE "mailpopbox-queue 1"
+/* queue_next_try(): the entry has been queued for max_queue_time. */
+#define QUEUE_EXPIRED (-1)
+/* queue_group_by_domain(): a recipient that is not pending. */
+#define QUEUE_NO_GROUP (~0u)
+
+enum queue_state { QUEUE_PENDING, QUEUE_DONE, QUEUE_FAILED };
+
+/* Per-recipient bookkeeping bits for the DSN logic; stored as they are. */
+enum {
+	QUEUE_F_DELAY_SENT = 1, /* a DELAY notification went out (RFC 3461 4.1) */
+	QUEUE_F_RELAYED = 2,    /* delivered to a server without DSN (RFC 3461 5.2.2) */
+	QUEUE_F_DSN_DONE = 4,   /* the final DSN for this recipient went out */
+};
+
+/* Every string is malloc'd and owned by the entry (NULL = absent);
+ * queue_entry_free() frees them. */
+struct queue_rcpt {
+	char *addr;        /* without <> */
+	char *orcpt;       /* "addr-type;value" (ORCPT, decoded), or NULL */
+	uint8_t notify;    /* SMTP_NOTIFY_* bits */
+	uint8_t state;     /* enum queue_state */
+	uint32_t attempts; /* attempts that reached a verdict for it */
+	uint32_t flags;    /* QUEUE_F_* */
+	int64_t last_try;  /* seconds since the epoch; 0 = never */
+	char *status;      /* RFC 3463 code of the last result, e.g. "4.2.0" */
+	char *remote;      /* the host that gave it (Remote-MTA) */
+	char *reply;       /* the last reply text, or the local reason */
+};
+
+struct queue_entry {
+	char id[QUEUE_ID_MAX]; /* set by queue_commit() / queue_load() */
+	char *from;            /* "" for <> */
+	char *envid;           /* ENVID, decoded, or NULL */
+	uint8_t ret;           /* enum smtp_ret */
+	uint8_t body;          /* enum smtp_body_type */
+	bool smtputf8;
+	int64_t arrival;       /* seconds since the epoch (DSN Arrival-Date) */
+	int64_t next_try;
+	uint64_t size;         /* octets in ID.msg; set by queue_commit() */
+	char *auth_domain;     /* the submitting session's domain, or NULL */
+	struct queue_rcpt *rcpt;
+	unsigned nrcpt;
+	/* queue_load() only: 0, -EBADMSG (the state file is malformed or cut
+	 * short; only id is set) or -ENOENT (the message file is missing or
+	 * not of the recorded size). */
+	int error;
+};
+
+/* --- building an entry */
+/* Replaces *field by a copy of value (NULL frees it). 0 or -ENOMEM. */
+int queue_strset(char **field, const char *value);
+/* Appends a pending recipient. 0 or -ENOMEM. */
+int queue_add_rcpt(struct queue_entry *e, const char *addr, const char *orcpt, uint8_t notify);
+/* Frees what the entry owns and zeroes it. */
+void queue_entry_free(struct queue_entry *e);
+void queue_entries_free(struct queue_entry *v, unsigned n);
+
+/* Creates PATH (and its parents) when missing, 0700, and opens it:
+ * the directory fd, or -errno. */
+int queue_dir_open(const char *path);
+
+/* --- writing a new entry: open, write the message in chunks, commit */
+struct queue_writer {
+	int qdirfd;
+	int fd;        /* ID.msg.tmp */
+	uint64_t size;
+	char id[QUEUE_ID_MAX];
+};
+/* Picks a fresh id (from NOW, the clock's microseconds, pid and a counter;
+ * never one that exists) and creates ID.msg.tmp. 0 or -errno. */
+int queue_open(int qdirfd, int64_t now, struct queue_writer *w);
+/* 0 or -errno (then call queue_abort). */
+int queue_write(struct queue_writer *w, const void *p, size_t n);
+/* Sets e->id and e->size, writes ID.env, makes both durable. 0 only once
+ * the entry will survive a crash; on error nothing of it remains. The
+ * writer is finished either way. */
+int queue_commit(struct queue_writer *w, struct queue_entry *e);
+void queue_abort(struct queue_writer *w);
+/* All of it at once: open, write msg, commit. */
+int queue_create(int qdirfd, struct queue_entry *e, const void *msg, size_t n, int64_t now);
+
+/* --- the life of an entry */
+/* Scans the queue at startup: removes *.tmp files and message files without
+ * a state file (never acknowledged), loads every entry, oldest first. *out
+ * is malloc'd (free with queue_entries_free); entries that cannot be used
+ * are included with ->error set, and their files left for the operator.
+ * 0 or -errno. Not to be run while queue_commit() may run on the same
+ * directory. */
+int queue_load(int qdirfd, struct queue_entry **out, unsigned *n);
+/* Rewrites ID.env from e, atomically and durably. 0 or -errno. */
+int queue_update(int qdirfd, const struct queue_entry *e);
+/* Removes the entry (state file first). 0 or -errno; an entry already gone
+ * is not an error. */
+int queue_remove(int qdirfd, const char *id);
+/* Opens ID.msg for reading: the fd, or -errno. */
+int queue_open_msg(int qdirfd, const char *id);
+
+/* --- the state file itself (exposed for tests and tools) */
+/* The text of the state file; malloc'd, NUL-terminated, *len without the
+ * NUL. NULL on ENOMEM. */
+char *queue_format(const struct queue_entry *e, size_t *len);
+/* Parses a state file's text into e (zeroed first). 0, -EBADMSG or -ENOMEM;
+ * on error e holds nothing. Never reads past n. */
+int queue_parse(const char *p, size_t n, struct queue_entry *e);
+
+/* --- policy helpers (pure) */
+/* When to try next after `attempts` attempts that ended in a temporary
+ * failure: attempts 0 -> now (every entry gets a first try); then the
+ * retry[attempts-1]-th interval (the last one repeats; 300 s if nretry is
+ * 0) from now, but never past arrival + max_queue_time, so that a last try
+ * happens at the deadline. Once now has reached the deadline:
+ * QUEUE_EXPIRED. */
+int64_t queue_next_try(const uint32_t *retry, unsigned nretry, uint32_t max_queue_time,
+		       unsigned attempts, int64_t arrival, int64_t now);
+
+/* The domain part of an address (after the last '@'; "" if none). */
+const char *queue_addr_domain(const char *addr);
+/* Groups the PENDING recipients of e by domain (ASCII case-insensitive):
+ * group[i] (e->nrcpt slots) gets a group number, 0.. in order of first
+ * appearance, or QUEUE_NO_GROUP. Returns the number of groups. */
+unsigned queue_group_by_domain(const struct queue_entry *e, unsigned *group);
+
+#endif

@@ -1,0 +1,646 @@
+/* Unit tests for store/queue.c: the durable relay queue, in a fresh
+ * temporary directory per test. */
+#include "store/queue.h"
+
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "proto/smtp.h"
+
+static char dir[256];
+static int qfd = -1;
+
+static void rm_rf(const char *path)
+{
+	DIR *d = opendir(path);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		char p[512];
+		snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+		struct stat st;
+		if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+			rm_rf(p);
+		else
+			unlink(p);
+	}
+	closedir(d);
+	rmdir(path);
+}
+
+static void setup(void)
+{
+	snprintf(dir, sizeof dir, "/tmp/mpb-queue-XXXXXX");
+	cr_assert(mkdtemp(dir));
+	qfd = queue_dir_open(dir);
+	cr_assert_geq(qfd, 0);
+}
+
+static void teardown(void)
+{
+	if (qfd >= 0)
+		close(qfd);
+	rm_rf(dir);
+}
+
+TestSuite(queue, .init = setup, .fini = teardown);
+
+/* Names in the queue directory, sorted, joined by spaces. */
+static const char *listing(void)
+{
+	static char out[64 * 257];
+	char names[64][256];
+	int n = 0;
+	DIR *d = opendir(dir);
+	cr_assert(d);
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL && n < 64)
+		if (e->d_name[0] != '.')
+			snprintf(names[n++], sizeof names[0], "%s", e->d_name);
+	closedir(d);
+	qsort(names, (size_t)n, sizeof names[0], (int (*)(const void *, const void *))strcmp);
+	out[0] = '\0';
+	for (int i = 0; i < n; i++) {
+		strcat(out, i ? " " : "");
+		strcat(out, names[i]);
+	}
+	return out;
+}
+
+static void put_file(const char *name, const char *text, size_t n)
+{
+	int fd = openat(qfd, name, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, text, n), (ssize_t)n);
+	close(fd);
+}
+
+static char *get_file(const char *name, size_t *len)
+{
+	int fd = openat(qfd, name, O_RDONLY);
+	cr_assert_geq(fd, 0, "%s: %s", name, strerror(errno));
+	static char buf[1 << 16];
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	cr_assert_geq(n, 0);
+	buf[n] = '\0';
+	*len = (size_t)n;
+	return buf;
+}
+
+/* A sample entry with everything that must survive a round trip. */
+static void sample(struct queue_entry *e)
+{
+	memset(e, 0, sizeof *e);
+	cr_assert_eq(queue_strset(&e->from, "alice@example.com"), 0);
+	cr_assert_eq(queue_strset(&e->envid, "env id%1"), 0);
+	cr_assert_eq(queue_strset(&e->auth_domain, "example.com"), 0);
+	e->ret = SMTP_RET_HDRS;
+	e->body = SMTP_BODY_8BITMIME;
+	e->smtputf8 = true;
+	e->arrival = 1700000000;
+	e->next_try = 1700000060;
+	cr_assert_eq(queue_add_rcpt(e, "bob@Remote.Test", "rfc822;bob@remote.test",
+				    SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE),
+		     0);
+	cr_assert_eq(queue_add_rcpt(e, "\"we ird%\\\x01\"@remote.test", NULL, 0), 0);
+	cr_assert_eq(queue_add_rcpt(e, "j\xc3\xb6rg@other.test", NULL, SMTP_NOTIFY_NEVER), 0);
+}
+
+static void same_entry(const struct queue_entry *a, const struct queue_entry *b)
+{
+	cr_assert_str_eq(a->id, b->id);
+	cr_assert_str_eq(a->from, b->from);
+	cr_assert_str_eq(a->envid ? a->envid : "(null)", b->envid ? b->envid : "(null)");
+	cr_assert_str_eq(a->auth_domain ? a->auth_domain : "(null)",
+			 b->auth_domain ? b->auth_domain : "(null)");
+	cr_assert_eq(a->ret, b->ret);
+	cr_assert_eq(a->body, b->body);
+	cr_assert_eq(a->smtputf8, b->smtputf8);
+	cr_assert_eq(a->arrival, b->arrival);
+	cr_assert_eq(a->next_try, b->next_try);
+	cr_assert_eq(a->size, b->size);
+	cr_assert_eq(a->nrcpt, b->nrcpt);
+	for (unsigned i = 0; i < a->nrcpt; i++) {
+		const struct queue_rcpt *x = &a->rcpt[i], *y = &b->rcpt[i];
+		cr_assert_str_eq(x->addr, y->addr);
+#define S(f) cr_assert_str_eq(x->f ? x->f : "(null)", y->f ? y->f : "(null)", "rcpt %u " #f, i)
+		S(orcpt);
+		S(status);
+		S(remote);
+		S(reply);
+#undef S
+		cr_assert_eq(x->notify, y->notify);
+		cr_assert_eq(x->state, y->state);
+		cr_assert_eq(x->attempts, y->attempts);
+		cr_assert_eq(x->flags, y->flags);
+		cr_assert_eq(x->last_try, y->last_try);
+	}
+}
+
+static const char MSG[] = "Subject: hi\r\n\r\nbody\r\n.line\r\n";
+
+/* ------------------------------------------------------------------ */
+
+Test(queue, create_and_load_round_trip)
+{
+	struct queue_entry e;
+	sample(&e);
+	cr_assert_eq(queue_create(qfd, &e, MSG, sizeof MSG - 1, 1700000000), 0);
+	cr_assert_eq(e.size, sizeof MSG - 1);
+	cr_assert(strncmp(e.id, "1700000000.", 11) == 0, "%s", e.id);
+	char want[512];
+	snprintf(want, sizeof want, "%s.env %s.msg", e.id, e.id);
+	cr_assert_str_eq(listing(), want);
+	size_t len;
+	char name[128];
+	snprintf(name, sizeof name, "%s.msg", e.id);
+	const char *m = get_file(name, &len);
+	cr_assert(len == sizeof MSG - 1 && !memcmp(m, MSG, len));
+
+	struct queue_entry *v;
+	unsigned n;
+	cr_assert_eq(queue_load(qfd, &v, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(v[0].error, 0);
+	same_entry(&e, &v[0]);
+	queue_entries_free(v, n);
+
+	int fd = queue_open_msg(qfd, e.id);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	cr_assert_eq(queue_open_msg(qfd, "nope"), -ENOENT);
+	queue_entry_free(&e);
+}
+
+Test(queue, state_file_text)
+{
+	struct queue_entry e;
+	sample(&e);
+	snprintf(e.id, sizeof e.id, "ID1");
+	e.size = 42;
+	e.rcpt[0].state = QUEUE_DONE;
+	e.rcpt[0].attempts = 1;
+	e.rcpt[0].last_try = 1700000030;
+	e.rcpt[0].flags = QUEUE_F_RELAYED;
+	queue_strset(&e.rcpt[0].status, "2.0.0");
+	queue_strset(&e.rcpt[0].remote, "mx.remote.test");
+	queue_strset(&e.rcpt[0].reply, "250 2.0.0 Ok: queued as X");
+	size_t len;
+	char *t = queue_format(&e, &len);
+	cr_assert_str_eq(t, "mailpopbox-queue 1\n"
+			    "id ID1\n"
+			    "arrival 1700000000\n"
+			    "next 1700000060\n"
+			    "size 42\n"
+			    "from alice@example.com\n"
+			    "envid env%20id%251\n"
+			    "ret hdrs\n"
+			    "body 8bitmime\n"
+			    "smtputf8 1\n"
+			    "auth example.com\n"
+			    "rcpts 3\n"
+			    "rcpt bob@Remote.Test\n"
+			    "orcpt rfc822;bob@remote.test\n"
+			    "notify 6\n"
+			    "state done\n"
+			    "attempts 1\n"
+			    "flags 2\n"
+			    "last 1700000030\n"
+			    "status 2.0.0\n"
+			    "remote mx.remote.test\n"
+			    "reply 250%202.0.0%20Ok:%20queued%20as%20X\n"
+			    "rcpt \"we%20ird%25\\%01\"@remote.test\n"
+			    "notify 0\n"
+			    "state pending\n"
+			    "attempts 0\n"
+			    "flags 0\n"
+			    "last 0\n"
+			    "rcpt j%C3%B6rg@other.test\n"
+			    "notify 1\n"
+			    "state pending\n"
+			    "attempts 0\n"
+			    "flags 0\n"
+			    "last 0\n"
+			    "end\n");
+	cr_assert_eq(len, strlen(t));
+	struct queue_entry p;
+	cr_assert_eq(queue_parse(t, len, &p), 0);
+	same_entry(&e, &p);
+	queue_entry_free(&p);
+	free(t);
+	/* the null sender, no options */
+	queue_entry_free(&e);
+	queue_strset(&e.from, "");
+	queue_add_rcpt(&e, "x@y", NULL, 0);
+	snprintf(e.id, sizeof e.id, "ID2");
+	t = queue_format(&e, &len);
+	cr_assert(strstr(t, "\nfrom \nbody 7bit\n"), "%s", t);
+	cr_assert_eq(queue_parse(t, len, &p), 0);
+	cr_assert_str_eq(p.from, "");
+	cr_assert_null(p.envid);
+	cr_assert_eq(p.ret, SMTP_RET_UNSET);
+	queue_entry_free(&p);
+	free(t);
+	queue_entry_free(&e);
+}
+
+Test(queue, streaming_writer_and_abort)
+{
+	struct queue_writer w;
+	cr_assert_eq(queue_open(qfd, 1700000000, &w), 0);
+	for (int i = 0; i < 100; i++)
+		cr_assert_eq(queue_write(&w, "0123456789\r\n", 12), 0);
+	char want[256];
+	snprintf(want, sizeof want, "%s.msg.tmp", w.id);
+	cr_assert_str_eq(listing(), want);
+	struct queue_entry e;
+	sample(&e);
+	cr_assert_eq(queue_commit(&w, &e), 0);
+	cr_assert_eq(e.size, 1200);
+	cr_assert_str_eq(e.id, w.id);
+	snprintf(want, sizeof want, "%s.env %s.msg", e.id, e.id);
+	cr_assert_str_eq(listing(), want);
+
+	/* abort: nothing left of the second one */
+	cr_assert_eq(queue_open(qfd, 1700000000, &w), 0);
+	cr_assert_str_neq(w.id, e.id);
+	queue_write(&w, "x", 1);
+	queue_abort(&w);
+	cr_assert_str_eq(listing(), want);
+	queue_entry_free(&e);
+}
+
+Test(queue, ids_are_unique)
+{
+	char ids[50][QUEUE_ID_MAX];
+	for (int i = 0; i < 50; i++) {
+		struct queue_entry e;
+		sample(&e);
+		cr_assert_eq(queue_create(qfd, &e, "x\r\n", 3, 1700000000), 0);
+		memcpy(ids[i], e.id, QUEUE_ID_MAX);
+		for (int j = 0; j < i; j++)
+			cr_assert_str_neq(ids[i], ids[j]);
+		queue_entry_free(&e);
+	}
+	struct queue_entry *v;
+	unsigned n;
+	cr_assert_eq(queue_load(qfd, &v, &n), 0);
+	cr_assert_eq(n, 50);
+	queue_entries_free(v, n);
+}
+
+Test(queue, update_rewrites_the_state_durably)
+{
+	struct queue_entry e;
+	sample(&e);
+	cr_assert_eq(queue_create(qfd, &e, MSG, sizeof MSG - 1, 1700000000), 0);
+	/* the first attempt: bob got 2xx, the second recipient a 4xx */
+	e.rcpt[0].state = QUEUE_DONE;
+	e.rcpt[0].attempts = 1;
+	queue_strset(&e.rcpt[0].reply, "250 ok");
+	e.rcpt[1].attempts = 1;
+	queue_strset(&e.rcpt[1].status, "4.2.0");
+	queue_strset(&e.rcpt[1].reply, "450 4.2.0 greylisted\r\ntry later");
+	e.next_try = 1700000360;
+	cr_assert_eq(queue_update(qfd, &e), 0);
+
+	char name[128], want[256];
+	snprintf(name, sizeof name, "%s.env", e.id);
+	size_t len, flen;
+	char *t = queue_format(&e, &len);
+	const char *f = get_file(name, &flen);
+	cr_assert(flen == len && !memcmp(f, t, len), "file holds:\n%s", f);
+	cr_assert(strstr(f, "reply 450%204.2.0%20greylisted%0D%0Atry%20later\n"));
+	free(t);
+	snprintf(want, sizeof want, "%s.env %s.msg", e.id, e.id);
+	cr_assert_str_eq(listing(), want, "a temporary file was left");
+
+	/* what a restart sees: bob is done and must not be sent again */
+	struct queue_entry *v;
+	unsigned n;
+	cr_assert_eq(queue_load(qfd, &v, &n), 0);
+	cr_assert_eq(n, 1);
+	same_entry(&e, &v[0]);
+	cr_assert_eq(v[0].rcpt[0].state, QUEUE_DONE);
+	unsigned g[3];
+	cr_assert_eq(queue_group_by_domain(&v[0], g), 2);
+	cr_assert_eq(g[0], QUEUE_NO_GROUP);
+	queue_entries_free(v, n);
+	queue_entry_free(&e);
+}
+
+Test(queue, crash_leftovers_are_cleaned)
+{
+	struct queue_entry e;
+	sample(&e);
+	cr_assert_eq(queue_create(qfd, &e, MSG, sizeof MSG - 1, 1700000000), 0);
+	/* a kill -9 at each step of another commit, and of an update */
+	put_file("1.0.1.1.msg.tmp", "partial", 7);             /* while writing */
+	put_file("1.0.1.2.msg.tmp", MSG, sizeof MSG - 1);       /* before the renames */
+	put_file("1.0.1.2.env.tmp", "mailpopbox-queue 1\n", 19);
+	put_file("1.0.1.3.msg", MSG, sizeof MSG - 1);           /* between the renames */
+	char envtmp[128];
+	snprintf(envtmp, sizeof envtmp, "%s.env.tmp", e.id);     /* during an update */
+	put_file(envtmp, "mailpopbox-queue 1\nid", 21);
+	put_file("README", "not ours", 8);                     /* left alone */
+
+	struct queue_entry *v;
+	unsigned n;
+	cr_assert_eq(queue_load(qfd, &v, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(v[0].error, 0);
+	same_entry(&e, &v[0]);
+	queue_entries_free(v, n);
+	char want[256];
+	snprintf(want, sizeof want, "%s.env %s.msg README", e.id, e.id);
+	cr_assert_str_eq(listing(), want);
+	queue_entry_free(&e);
+}
+
+Test(queue, truncated_state_file_is_reported_corrupt)
+{
+	struct queue_entry e;
+	sample(&e);
+	cr_assert_eq(queue_create(qfd, &e, MSG, sizeof MSG - 1, 1700000000), 0);
+	char name[128];
+	snprintf(name, sizeof name, "%s.env", e.id);
+	size_t len;
+	char full[4096];
+	const char *f = get_file(name, &len);
+	memcpy(full, f, len);
+	/* every proper prefix is refused by the parser */
+	for (size_t k = 0; k < len; k++) {
+		struct queue_entry p;
+		cr_assert_eq(queue_parse(full, k, &p), -EBADMSG, "prefix of %zu accepted", k);
+	}
+	/* and through queue_load: reported with its id, files kept */
+	put_file(name, full, len / 2);
+	struct queue_entry *v;
+	unsigned n;
+	cr_assert_eq(queue_load(qfd, &v, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(v[0].error, -EBADMSG);
+	cr_assert_str_eq(v[0].id, e.id);
+	cr_assert_eq(v[0].nrcpt, 0);
+	queue_entries_free(v, n);
+	char want[256];
+	snprintf(want, sizeof want, "%s.env %s.msg", e.id, e.id);
+	cr_assert_str_eq(listing(), want);
+	queue_entry_free(&e);
+}
+
+Test(queue, missing_or_short_message_is_reported)
+{
+	struct queue_entry e;
+	sample(&e);
+	cr_assert_eq(queue_create(qfd, &e, MSG, sizeof MSG - 1, 1700000000), 0);
+	char name[128];
+	snprintf(name, sizeof name, "%s.msg", e.id);
+	put_file(name, MSG, 5);
+	struct queue_entry *v;
+	unsigned n;
+	cr_assert_eq(queue_load(qfd, &v, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(v[0].error, -ENOENT);
+	queue_entries_free(v, n);
+	unlinkat(qfd, name, 0);
+	cr_assert_eq(queue_load(qfd, &v, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(v[0].error, -ENOENT);
+	queue_entries_free(v, n);
+	queue_entry_free(&e);
+}
+
+Test(queue, state_file_of_another_id_is_corrupt)
+{
+	struct queue_entry e;
+	sample(&e);
+	cr_assert_eq(queue_create(qfd, &e, MSG, sizeof MSG - 1, 1700000000), 0);
+	char name[128];
+	snprintf(name, sizeof name, "%s.env", e.id);
+	cr_assert_eq(renameat(qfd, name, qfd, "other.env"), 0);
+	struct queue_entry *v;
+	unsigned n;
+	cr_assert_eq(queue_load(qfd, &v, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(v[0].error, -EBADMSG);
+	cr_assert_str_eq(v[0].id, "other");
+	queue_entries_free(v, n);
+	queue_entry_free(&e);
+}
+
+Test(queue, parser_refuses_what_the_formatter_never_writes)
+{
+	static const char head[] = "mailpopbox-queue 1\nid A\narrival 1\nnext 2\nsize 3\n"
+				   "from a@b\nbody 7bit\nsmtputf8 0\n";
+	static const char r1[] = "rcpt x@y\nnotify 0\nstate pending\nattempts 0\nflags 0\nlast 0\n";
+	static const struct {
+		const char *mid;
+		int want;
+	} cases[] = {
+		{"rcpts 1\n%R%end\n", 0},
+		{"rcpts 1\n%R%end\nx", -EBADMSG},               /* after end */
+		{"rcpts 1\n%R%end", -EBADMSG},                  /* no LF */
+		{"rcpts 1\n%R%", -EBADMSG},                     /* no end */
+		{"rcpts 2\n%R%end\n", -EBADMSG},                /* count */
+		{"rcpts 0\n%R%end\n", -EBADMSG},
+		{"rcpts 1\nrcpts 1\n%R%end\n", -EBADMSG},       /* repeated */
+		{"rcpts 1\nbogus 1\n%R%end\n", -EBADMSG},       /* unknown key */
+		{"rcpts 1\n%R%from c@d\nend\n", -EBADMSG},      /* envelope after rcpt */
+		{"rcpts 1\n%R%state done\nend\n", -EBADMSG},    /* repeated in rcpt */
+		{"rcpts 1\nrcpt x@y\nend\n", -EBADMSG},         /* rcpt incomplete */
+		{"rcpts 1\n%R%end \n", -EBADMSG},
+		{"rcpts 1\nenvid a%00b\n%R%end\n", -EBADMSG},   /* NUL */
+		{"rcpts 1\nenvid a%4\n%R%end\n", -EBADMSG},
+		{"rcpts 1\nenvid a%zz\n%R%end\n", -EBADMSG},
+		{"rcpts 1\nenvid a b\n%R%end\n", -EBADMSG},     /* raw space */
+		{"rcpts 1\nenvid a%20b%25\n%R%end\n", 0},
+		{"rcpts 1\nret full\n%R%end\n", 0},
+		{"rcpts 1\nret unset\n%R%end\n", -EBADMSG},
+		{"rcpts 99999999999999999999999\n%R%end\n", -EBADMSG},
+		{"rcpts 1000000\n%R%end\n", -EBADMSG},          /* more than the file can hold */
+		{"rcpts -1\n%R%end\n", -EBADMSG},
+	};
+	for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char t[1024], *o = t;
+		o += sprintf(o, "%s", head);
+		for (const char *m = cases[i].mid; *m; m++) {
+			if (!strncmp(m, "%R%", 3)) {
+				o += sprintf(o, "%s", r1);
+				m += 2;
+			} else {
+				*o++ = *m;
+			}
+		}
+		*o = '\0';
+		struct queue_entry e;
+		int rc = queue_parse(t, strlen(t), &e);
+		cr_assert_eq(rc, cases[i].want, "case %u: %d\n%s", i, rc, t);
+		if (rc == 0) {
+			cr_assert_eq(e.nrcpt, 1);
+			queue_entry_free(&e);
+		}
+	}
+	/* numbers */
+	char t[512];
+	struct queue_entry e;
+	snprintf(t, sizeof t, "%.*s", (int)(sizeof head - 1), head);
+	strcat(t, "rcpts 1\nrcpt x@y\nnotify 16\nstate pending\nattempts 0\nflags 0\nlast 0\nend\n");
+	cr_assert_eq(queue_parse(t, strlen(t), &e), -EBADMSG);
+	cr_assert_eq(queue_parse("", 0, &e), -EBADMSG);
+	cr_assert_eq(queue_parse("mailpopbox-queue 2\nend\n", 23, &e), -EBADMSG);
+}
+
+Test(queue, parser_survives_garbage)
+{
+	struct queue_entry s;
+	sample(&s);
+	snprintf(s.id, sizeof s.id, "X");
+	size_t len;
+	char *t = queue_format(&s, &len);
+	char *m = malloc(len);
+	/* every octet replaced by a few troublesome values */
+	static const char subst[] = {'\0', '\n', ' ', '%', '9', 'x', (char)0xff};
+	unsigned ok = 0;
+	for (size_t i = 0; i < len; i++) {
+		for (unsigned k = 0; k < sizeof subst; k++) {
+			memcpy(m, t, len);
+			m[i] = subst[k];
+			struct queue_entry e;
+			int rc = queue_parse(m, len, &e);
+			cr_assert(rc == 0 || rc == -EBADMSG);
+			if (rc == 0) {
+				ok++;
+				queue_entry_free(&e);
+			}
+		}
+	}
+	cr_assert_gt(ok, 0); /* some substitutions are harmless (a digit) */
+	free(m);
+	free(t);
+	queue_entry_free(&s);
+}
+
+Test(queue, remove)
+{
+	struct queue_entry e;
+	sample(&e);
+	cr_assert_eq(queue_create(qfd, &e, MSG, sizeof MSG - 1, 1700000000), 0);
+	cr_assert_eq(queue_remove(qfd, e.id), 0);
+	cr_assert_str_eq(listing(), "");
+	cr_assert_eq(queue_remove(qfd, e.id), 0);
+	struct queue_entry *v;
+	unsigned n;
+	cr_assert_eq(queue_load(qfd, &v, &n), 0);
+	cr_assert_eq(n, 0);
+	queue_entries_free(v, n);
+	queue_entry_free(&e);
+}
+
+Test(queue, load_orders_oldest_first)
+{
+	int64_t arrivals[] = {300, 100, 200};
+	for (int i = 0; i < 3; i++) {
+		struct queue_entry e;
+		sample(&e);
+		e.arrival = arrivals[i];
+		cr_assert_eq(queue_create(qfd, &e, "x", 1, 1700000000 + i), 0);
+		queue_entry_free(&e);
+	}
+	struct queue_entry *v;
+	unsigned n;
+	cr_assert_eq(queue_load(qfd, &v, &n), 0);
+	cr_assert_eq(n, 3);
+	cr_assert_eq(v[0].arrival, 100);
+	cr_assert_eq(v[1].arrival, 200);
+	cr_assert_eq(v[2].arrival, 300);
+	queue_entries_free(v, n);
+}
+
+Test(queue, dir_open_creates_parents)
+{
+	char p[512];
+	snprintf(p, sizeof p, "%s/a/b/queue", dir);
+	int fd = queue_dir_open(p);
+	cr_assert_geq(fd, 0);
+	struct stat st;
+	cr_assert_eq(fstat(fd, &st), 0);
+	cr_assert_eq(st.st_mode & 0777, 0700);
+	close(fd);
+	fd = queue_dir_open(p); /* exists: fine */
+	cr_assert_geq(fd, 0);
+	close(fd);
+}
+
+/* ------------------------------------------------------------------ */
+/* pure helpers */
+
+Test(queue, retry_schedule)
+{
+	static const uint32_t r[] = {60, 300, 900, 3600, 14400};
+	const int64_t A = 1000000, MAX = 5 * 86400;
+	/* a first try at once, even when late */
+	cr_assert_eq(queue_next_try(r, 5, MAX, 0, A, A), A);
+	cr_assert_eq(queue_next_try(r, 5, MAX, 0, A, A + MAX + 10), A + MAX + 10);
+	/* then each interval in turn, counted from now */
+	cr_assert_eq(queue_next_try(r, 5, MAX, 1, A, A + 1), A + 61);
+	cr_assert_eq(queue_next_try(r, 5, MAX, 2, A, A + 100), A + 400);
+	cr_assert_eq(queue_next_try(r, 5, MAX, 5, A, A + 7000), A + 7000 + 14400);
+	/* the last interval repeats */
+	cr_assert_eq(queue_next_try(r, 5, MAX, 6, A, A + 20000), A + 20000 + 14400);
+	cr_assert_eq(queue_next_try(r, 5, MAX, 4000000000u, A, A + 20000), A + 34400);
+	/* never past the deadline: a last try exactly there */
+	cr_assert_eq(queue_next_try(r, 5, MAX, 9, A, A + MAX - 100), A + MAX);
+	cr_assert_eq(queue_next_try(r, 5, MAX, 9, A, A + MAX - 1), A + MAX);
+	/* at or past the deadline: expired */
+	cr_assert_eq(queue_next_try(r, 5, MAX, 10, A, A + MAX), QUEUE_EXPIRED);
+	cr_assert_eq(queue_next_try(r, 5, MAX, 10, A, A + MAX + 1), QUEUE_EXPIRED);
+	/* no schedule: every 5 minutes */
+	cr_assert_eq(queue_next_try(NULL, 0, MAX, 3, A, A + 10), A + 310);
+	/* max_queue_time 0: one try, then expired */
+	cr_assert_eq(queue_next_try(r, 5, 0, 0, A, A), A);
+	cr_assert_eq(queue_next_try(r, 5, 0, 1, A, A), QUEUE_EXPIRED);
+	/* one interval only */
+	static const uint32_t one[] = {600};
+	cr_assert_eq(queue_next_try(one, 1, MAX, 1, A, A), A + 600);
+	cr_assert_eq(queue_next_try(one, 1, MAX, 7, A, A), A + 600);
+}
+
+Test(queue, grouping_by_domain)
+{
+	struct queue_entry e = {0};
+	queue_add_rcpt(&e, "a@Example.ORG", NULL, 0);
+	queue_add_rcpt(&e, "b@other.test", NULL, 0);
+	queue_add_rcpt(&e, "c@example.org", NULL, 0);
+	queue_add_rcpt(&e, "d@EXAMPLE.org", NULL, 0);
+	queue_add_rcpt(&e, "\"x@y\"@other.test", NULL, 0);
+	queue_add_rcpt(&e, "postmaster", NULL, 0);
+	queue_add_rcpt(&e, "e@third.test", NULL, 0);
+	queue_add_rcpt(&e, "f@[192.0.2.1]", NULL, 0);
+	e.rcpt[6].state = QUEUE_DONE;
+	unsigned g[8];
+	cr_assert_eq(queue_group_by_domain(&e, g), 4);
+	unsigned want[8] = {0, 1, 0, 0, 1, 2, QUEUE_NO_GROUP, 3};
+	for (int i = 0; i < 8; i++)
+		cr_assert_eq(g[i], want[i], "rcpt %d: group %u", i, g[i]);
+	cr_assert_str_eq(queue_addr_domain("a@b@c.test"), "c.test");
+	cr_assert_str_eq(queue_addr_domain("nodomain"), "");
+	e.rcpt[0].state = QUEUE_FAILED;
+	cr_assert_eq(queue_group_by_domain(&e, g), 4);
+	cr_assert_eq(g[0], QUEUE_NO_GROUP);
+	cr_assert_eq(g[1], 0);
+	cr_assert_eq(g[2], 1);
+	queue_entry_free(&e);
+	cr_assert_eq(queue_group_by_domain(&e, g), 0);
+}

@@ -142,6 +142,16 @@ static int update_job(struct pool_job *j)
 	return maildrop_remove(srv->maildirs[d->dom].dirfd, &d->snap, srv->cfg->sync == SYNC_NONE);
 }
 
+/* The session is over once QUIT is answered: the lock goes before the
+ * "+OK", so that a client logging in again right away is not refused. */
+static void unlock_drop(struct drop *d)
+{
+	if (d && d->lockfd >= 0) {
+		maildrop_unlock(d->lockfd);
+		d->lockfd = -1;
+	}
+}
+
 static void update_start(struct conn *c)
 {
 	struct drop *d = c->maildrop;
@@ -149,6 +159,7 @@ static void update_start(struct conn *c)
 	for (unsigned i = 0; d && i < d->snap.n; i++)
 		ndel += d->snap.msgs[i].deleted;
 	if (!ndel) {
+		unlock_drop(d);
 		complete(c, POP3_REQ_UPDATE, 0);
 		return;
 	}
@@ -510,6 +521,7 @@ void pop3_conn_job_done(struct conn *c, struct pool_job *j)
 		else
 			log_info("update", "conn=%u domain=%s deleted=%u", c->id,
 				 srv->cfg->domains[d->dom].name, ndel);
+		unlock_drop(d);
 		complete(c, POP3_REQ_UPDATE, result);
 		break;
 	}

@@ -113,7 +113,15 @@ def main():
     missing = [b for b in bins if not os.access(b, os.X_OK)]
     for b in missing:
         failed.append("%s: binary missing (make %s)" % (b, os.path.relpath(b, ROOT)))
-    jobs = [(b, s) for b in bins if b not in missing for s in specs]
+    # Run private copies: other people rebuilding build/ mid-run must not
+    # swap (or half-write) the binary under a test.
+    snap = {}
+    os.makedirs(os.path.join(tmp, "bin"), exist_ok=True)
+    for b in bins:
+        if b not in missing:
+            snap[b] = os.path.join(tmp, "bin", os.path.basename(b))
+            shutil.copy2(b, snap[b])
+    jobs = [(snap[b], s) for b in bins if b not in missing for s in specs]
     # The slow classes first so that the pool drains evenly.
     slow = ("Durability", "Shutdown", "Timeout", "Reload", "Errors")
     jobs.sort(key=lambda j: (not any(x in j[1] for x in slow), "asan" not in j[0]))

@@ -336,15 +336,16 @@ void conn_start_tls(struct conn *c)
 	tls_handshake(c);
 }
 
-/* Ciphertext arrived: feed OpenSSL, pull out plaintext. Returns false when
- * the connection is done with. */
-static bool tls_input(struct conn *c, size_t n)
+/* Ciphertext arrived: feed OpenSSL, pull out plaintext. Returns -1 when
+ * the connection is done with, 1 when the peer's close_notify came (the
+ * plaintext before it, such as a 221, still needs reading), else 0. */
+static int tls_input(struct conn *c, size_t n)
 {
 	BIO_write(c->rbio, c->rx, (int)n);
 	if (c->tls_hs) {
 		tls_handshake(c);
 		if (c->tls_hs || c->closing)
-			return !c->closing;
+			return c->closing ? -1 : 0;
 	}
 	for (;;) {
 		in_reserve(c, 16384);
@@ -356,18 +357,16 @@ static bool tls_input(struct conn *c, size_t n)
 		int e = SSL_get_error(c->ssl, r);
 		if (e == SSL_ERROR_WANT_READ)
 			break;
-		if (e == SSL_ERROR_ZERO_RETURN) {
-			conn_close(c, c->clean);
-			return false;
-		}
+		if (e == SSL_ERROR_ZERO_RETURN)
+			return 1;
 		conn_err(c, E_TLS);
 		ERR_clear_error();
 		conn_close(c, false);
-		return false;
+		return -1;
 	}
 	if (BIO_ctrl_pending(c->wbio))
 		conn_flush(c);
-	return true;
+	return 0;
 }
 
 /* ---- connection lifecycle ----------------------------------------------- */
@@ -465,16 +464,21 @@ static void on_recv(struct conn *c, int res)
 		conn_close(c, c->clean && res == 0);
 		return;
 	}
+	int eof = 0;
 	if (c->ssl) {
-		if (!tls_input(c, (size_t)res))
-			return;
-		if (c->tls_hs)
+		eof = tls_input(c, (size_t)res);
+		if (eof < 0 || c->tls_hs)
 			return;
 	} else {
 		c->in_len += (size_t)res;
 	}
 	if (c->in_len)
 		c->proto->input(c);
+	if (eof && !c->closing) {
+		if (!c->clean)
+			conn_err(c, E_IO);
+		conn_close(c, c->clean);
+	}
 	if (!c->closing)
 		conn_flush(c);
 }

@@ -248,7 +248,7 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	bool port_set = false;
+	bool port_set = false, messages_set = false;
 	parse_mix("1k", &opt.sizes);
 	int ch;
 	optind = 2;
@@ -257,7 +257,7 @@ int main(int argc, char **argv)
 		case 'H': opt.host = optarg; break;
 		case 'p': opt.port = atoi(optarg); port_set = true; break;
 		case 'c': opt.sessions = atoi(optarg); break;
-		case 'n': opt.messages = atol(optarg); break;
+		case 'n': opt.messages = atol(optarg); messages_set = true; break;
 		case 's':
 			if (parse_mix(optarg, &opt.sizes) < 0) {
 				fprintf(stderr, "bench: bad --size %s\n", optarg);
@@ -298,6 +298,8 @@ int main(int argc, char **argv)
 	if (!port_set && (opt.mode == MODE_POP3 || (opt.mode == MODE_IDLE &&
 						     opt.idle_proto == MODE_POP3)))
 		opt.port = opt.tls ? 1995 : 1110;
+	if (opt.mode == MODE_POP3 && !messages_set)
+		opt.messages = 0; /* every message in the maildrop */
 	if (opt.sessions < 1 || opt.threads < 1 || opt.rcpts < 1 || opt.rcpts > 100 ||
 	    opt.window < 1 || opt.window > 64 || opt.connect_window < 1) {
 		fprintf(stderr, "bench: bad numbers (sessions, threads, rcpts 1..100, window 1..64)\n");

@@ -255,16 +255,18 @@ smtpd_tls_key_file = $W/key.pem
 smtpd_tls_security_level = may
 biff = no
 maillog_file = $PF/maillog
+maillog_file_prefixes = $PF
 alternate_config_directories = $PF/conf
 EOF
 	postconf -c "$PF/conf" -F '*/*/chroot = n' 2>/dev/null
 	postfix -c "$PF/conf" check >"$L/postfix-check.log" 2>&1
-	if ! postfix -c "$PF/conf" start >"$L/postfix-start.log" 2>&1; then
+	# postfix(1) reports only to syslog or a terminal: give it a terminal.
+	script -qc "postfix -c $PF/conf start" /dev/null >"$L/postfix-start.log" 2>&1
+	PF_STARTED=1
+	if ! wait_port "$P_PF" 20; then
 		log "postfix did not start: $(tail -3 "$L/postfix-start.log")"
 		return 1
 	fi
-	PF_STARTED=1
-	wait_port "$P_PF" 20
 }
 pf_stop() {
 	[ "$PF_STARTED" = 1 ] || return 0
@@ -479,16 +481,19 @@ fi
 if want idle; then
 	if mpb_start idle none 0; then
 		bench idle-mpb-smtp idle -p "$P_MPB_SMTP" -c 10000 --idle-ehlo --hold 2 --mem-pid "$MPB_PID"
-		bench idle-mpb-pop3 idle --idle-proto pop3 -p "$P_MPB_POP3" -c 10000 --hold 2 \
-			--mem-pid "$MPB_PID"
 		mpb_stop idle
 	fi
+	if mpb_start idle-pop3 none 0; then
+		bench idle-mpb-pop3 idle --idle-proto pop3 -p "$P_MPB_POP3" -c 10000 --hold 2 \
+			--mem-pid "$MPB_PID"
+		mpb_stop idle-pop3
+	fi
 	if pf_start; then
-		bench idle-postfix-smtp idle -p "$P_PF" -c 500 --idle-ehlo --hold 2 --mem-pid "$(pf_master)"
+		bench idle-postfix-smtp idle -p "$P_PF" -c 300 --idle-ehlo --hold 2 --mem-pid "$(pf_master)"
 		pf_stop
 	fi
 	if dv_start; then
-		bench idle-dovecot-pop3 idle --idle-proto pop3 -p "$P_DV_POP3" -c 1000 --hold 2 \
+		bench idle-dovecot-pop3 idle --idle-proto pop3 -p "$P_DV_POP3" -c 300 --hold 2 \
 			--mem-pid "$(dv_master)"
 		dv_stop
 	fi
@@ -553,11 +558,13 @@ result pop3_avail "$pop3_avail"
 # 7. TLS handshakes per second: openssl s_time against openssl s_server and
 #    against mailpopbox's pop3s, each server on CPU 0 (one worker), s_time on 1.
 # ============================================================================
-stime() { # name port
+stime() { # name port: handshakes per wall-clock second
 	if over_budget; then log "skip $1"; return; fi
+	local t0 t1 r
+	t0=$(date +%s.%N)
 	timeout 30 taskset -c 1 openssl s_time -connect "127.0.0.1:$2" -new -time 4 >"$L/$1.out" 2>&1
-	local r
-	r=$(awk '/connections in .* real seconds/ { printf "%.1f", $1 / $(NF-2) ; exit }' "$L/$1.out")
+	t1=$(date +%s.%N)
+	r=$(awk -v a="$t0" -v b="$t1" '/connections in .* real seconds/ { printf "%.1f", $1 / (b - a); exit }' "$L/$1.out")
 	result "$1" "$r"
 	log "$1: $r handshakes/s"
 }
@@ -576,8 +583,8 @@ fi
 # The report: bench/results/latest.md, throughput.png, runs.jsonl
 # ============================================================================
 jf() { echo "$J/$1.json"; }
-num() { # value or "–"
-	if [ -z "$1" ]; then echo "–"; else echo "$1"; fi
+num() { # value or "–", rounded to ${2:-0} decimals
+	awk -v v="$1" -v d="${2:-0}" 'BEGIN { if (v == "") print "–"; else printf "%.*f", d, v }'
 }
 e2e() { # json field(msgs|bytes) -> per second over elapsed + verify wait
 	[ -f "$1" ] || return 0
@@ -588,7 +595,7 @@ ok_mark() { # value target op(ge|le)
 	awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { if (v == "" || v == "n/a") print "not measured";
 		else if ((op == "ge" && v + 0 >= t) || (op == "le" && v + 0 <= t)) print "**met**"; else print "**missed**" }'
 }
-lat() { num "$(jlat "$1" "$2" "$3")"; }
+lat() { num "$(jlat "$1" "$2" "$3")" 2; }
 fails_of() { # json -> "replies ...; errors ...; first failure" if anything failed
 	local f=$1
 	local failed errs
@@ -616,10 +623,10 @@ report() {
 	: >"$W/size.dat"
 	for s in $SIZES; do
 		printf '%s %s %s %s %s\n' "$((s / 1024))" \
-			"$(num "$(jget "$(jf size-mpb-none-$s)" mb_per_s)")" \
-			"$(num "$(jget "$(jf size-mpb-full-$s)" mb_per_s)")" \
-			"$(num "$(e2e "$(jf size-postfix-$s)" bytes 2)")" \
-			"$(num "$(jget "$(jf size-sink-$s)" mb_per_s)")" | sed 's/–/NaN/g' >>"$W/size.dat"
+			"$(num "$(jget "$(jf size-mpb-none-$s)" mb_per_s)" 1)" \
+			"$(num "$(jget "$(jf size-mpb-full-$s)" mb_per_s)" 1)" \
+			"$(num "$(e2e "$(jf size-postfix-$s)" bytes 2)" 1)" \
+			"$(num "$(jget "$(jf size-sink-$s)" mb_per_s)" 1)" | sed 's/–/NaN/g' >>"$W/size.dat"
 	done
 	gnuplot >"$L/gnuplot.log" 2>&1 <<GP || log "gnuplot failed: $(tail -2 "$L/gnuplot.log")"
 set terminal pngcairo size 1280,520 font "sans,10"
@@ -726,7 +733,7 @@ GP
 			size-mpb-none-10485760 size-mpb-full-10485760 size-postfix-10485760 \
 			tls-mpb-none tls-mpb-full tls-postfix; do
 			[ -f "$(jf $t)" ] || continue
-			echo "| $t | $(jget "$(jf $t)" msgs_per_s) | $(lat "$(jf $t)" transaction p50_ms) | $(lat "$(jf $t)" transaction p90_ms) | $(lat "$(jf $t)" transaction p99_ms) | $(lat "$(jf $t)" transaction p99_9_ms) |"
+			echo "| $t | $(num "$(jget "$(jf $t)" msgs_per_s)") | $(lat "$(jf $t)" transaction p50_ms) | $(lat "$(jf $t)" transaction p90_ms) | $(lat "$(jf $t)" transaction p99_ms) | $(lat "$(jf $t)" transaction p99_9_ms) |"
 		done
 		echo
 		echo "## STARTTLS, one message per connection (10 sessions, 1 KiB)"
@@ -735,7 +742,7 @@ GP
 		echo "|---|---:|---:|---:|---:|"
 		for t in tls-mpb-none tls-mpb-full tls-postfix; do
 			[ -f "$(jf $t)" ] || continue
-			echo "| $t | $(jget "$(jf $t)" msgs_per_s) | $(lat "$(jf $t)" tls p50_ms) | $(lat "$(jf $t)" tls p99_ms) | $(lat "$(jf $t)" session p50_ms) |"
+			echo "| $t | $(num "$(jget "$(jf $t)" msgs_per_s)") | $(lat "$(jf $t)" tls p50_ms) | $(lat "$(jf $t)" tls p99_ms) | $(lat "$(jf $t)" session p50_ms) |"
 		done
 		echo
 		echo "## Memory"
@@ -769,7 +776,7 @@ GP
 		for t in 4k-retr 1m-retr 1m-retr-tls; do
 			local a b
 			a=$(jget "$(jf pop3-mpb-$t)" msgs_per_s) b=$(jget "$(jf pop3-dovecot-$t)" msgs_per_s)
-			echo "| $t | $(num "$a") | $(num "$(jget "$(jf pop3-mpb-$t)" mb_per_s)") | $(num "$b") | $(num "$(jget "$(jf pop3-dovecot-$t)" mb_per_s)") | $(ratio "$a" "$b") |"
+			echo "| $t | $(num "$a") | $(num "$(jget "$(jf pop3-mpb-$t)" mb_per_s)" 1) | $(num "$b") | $(num "$(jget "$(jf pop3-dovecot-$t)" mb_per_s)" 1) | $(ratio "$a" "$b") |"
 		done
 		echo
 		echo "| LIST/UIDL on 10,000 (warm, ms) | mailpopbox LIST | UIDL | Dovecot LIST | UIDL |"

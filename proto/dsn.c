@@ -1,0 +1,495 @@
+#include "proto/dsn.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "proto/addr.h"
+
+/* --- output: counts what it would need even past cap, writes only within */
+
+struct wr {
+	char *p;
+	size_t cap, len;
+	bool over;
+	size_t col; /* octets since the last CRLF, for folding */
+};
+
+static void put(struct wr *w, const void *s, size_t n)
+{
+	if (!w->over && n <= w->cap && w->len <= w->cap - n)
+		memcpy(w->p + w->len, s, n);
+	else
+		w->over = true;
+	w->len += n;
+	const char *q = s;
+	for (size_t i = 0; i < n; i++)
+		w->col = q[i] == '\n' ? 0 : w->col + 1;
+}
+
+static void puts_(struct wr *w, const char *s)
+{
+	put(w, s, strlen(s));
+}
+
+static void putf(struct wr *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void putf(struct wr *w, const char *fmt, ...)
+{
+	char buf[1200]; /* the longest use: a 255-octet host name in a line of text */
+	va_list ap;
+	va_start(ap, fmt);
+	int k = vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	if (k > 0) put(w, buf, (size_t)k < sizeof buf ? (size_t)k : sizeof buf - 1);
+}
+
+/* RFC 5322 3.3 date-time of `now + tz_off_min`, by days-to-civil (after
+ * Howard Hinnant) so that no time zone state is read. */
+static void put_date(struct wr *w, int64_t now, int tz_off_min)
+{
+	static const char wday[7][4] = {"Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"};
+	static const char mon[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					"Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	if (tz_off_min < -1439 || tz_off_min > 1439) tz_off_min = 0;
+	int64_t t = now + (int64_t)tz_off_min * 60;
+	int64_t days = t / 86400, secs = t % 86400;
+	if (secs < 0) {
+		secs += 86400;
+		days--;
+	}
+	int64_t z = days + 719468;
+	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+	int64_t doe = z - era * 146097;
+	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	int64_t mp = (5 * doy + 2) / 153;
+	int64_t day = doy - (153 * mp + 2) / 5 + 1;
+	int64_t month = mp < 10 ? mp + 3 : mp - 9;
+	int64_t year = yoe + era * 400 + (month <= 2);
+	int64_t wd = days % 7;
+	if (wd < 0) wd += 7;
+	int off = tz_off_min < 0 ? -tz_off_min : tz_off_min;
+	putf(w, "%s, %d %s %04lld %02d:%02d:%02d %c%02d%02d", wday[wd], (int)day, mon[month - 1],
+	     (long long)year, (int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60),
+	     tz_off_min < 0 ? '-' : '+', off / 60, off % 60);
+}
+
+/* --- folding (RFC 5322 2.2.3): words of remote text, joined by one space,
+ * wrapped before column 78 where a space allows and before 998 always. */
+
+#define FOLD_AT 78
+#define HARD_AT 900 /* well under 998, leaving room for the fold itself */
+
+static bool is_sep(unsigned char c)
+{
+	return c <= ' ' || c == 0x7f;
+}
+
+/* Appends the words of s[0..n) (any run of white space or control octets
+ * separates words), each non-ASCII octet as '?' when ascii, continuing
+ * lines with cont ("\r\n " in a header, "\r\n    " in text). */
+static void put_words(struct wr *w, const char *s, size_t n, const char *cont, bool ascii,
+		      bool first_glued)
+{
+	size_t i = 0, cl = strlen(cont) - 2;
+	bool first = true;
+	while (i < n) {
+		while (i < n && is_sep((unsigned char)s[i]))
+			i++;
+		size_t b = i;
+		while (i < n && !is_sep((unsigned char)s[i]))
+			i++;
+		if (i == b) break;
+		size_t wl = i - b;
+		if (!(first && first_glued)) {
+			if (!first && w->col + 1 + wl > FOLD_AT && w->col > cl)
+				puts_(w, cont);
+			else if (!first || w->col > 0)
+				put(w, " ", 1);
+		}
+		first = false;
+		for (size_t k = b; k < i; k++) {
+			if (w->col >= HARD_AT) puts_(w, cont);
+			char c = s[k];
+			if (ascii && (unsigned char)c >= 0x80) c = '?';
+			put(w, &c, 1);
+		}
+	}
+}
+
+/* --- addresses in delivery-status fields (RFC 3464 2.3.2, RFC 6533 3) */
+
+static bool plain_ascii(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s <= ' ' || (unsigned char)*s >= 0x7f) return false;
+	return true;
+}
+
+/* "TYPE; address": rfc822 (or the ORCPT's own type) when the address is
+ * printable ASCII; otherwise "utf-8" with utf-8-addr-xtext, every octet
+ * outside it written as \x{HEX} of its code point (U+FFFD for an octet
+ * that is not UTF-8). */
+static void put_typed_addr(struct wr *w, const char *type, size_t tlen, const char *a)
+{
+	if (plain_ascii(a)) {
+		put(w, type, tlen);
+		put(w, "; ", 2);
+		put_words(w, a, strlen(a), "\r\n ", true, true);
+		return;
+	}
+	puts_(w, "utf-8; ");
+	const unsigned char *p = (const unsigned char *)a;
+	size_t n = strlen(a);
+	for (size_t i = 0; i < n;) {
+		if (w->col >= HARD_AT) puts_(w, "\r\n ");
+		unsigned char c = p[i];
+		if (c > ' ' && c < 0x7f && c != '+' && c != '=' && c != '\\') {
+			put(w, &c, 1);
+			i++;
+			continue;
+		}
+		uint32_t cp = c;
+		size_t l = c >= 0x80 ? addr_utf8_len(p + i, n - i) : 1;
+		if (l == 0) {
+			cp = 0xFFFD;
+			l = 1;
+		} else if (l > 1) {
+			cp = c & (0x7f >> l);
+			for (size_t k = 1; k < l; k++)
+				cp = (cp << 6) | (p[i + k] & 0x3f);
+		}
+		putf(w, "\\x{%02X}", (unsigned)cp);
+		i += l;
+	}
+}
+
+/* --- validation */
+
+static bool good_token(const char *t)
+{
+	size_t n = strlen(t);
+	if (n == 0 || n > DSN_TOKEN_MAX) return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = t[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '-' || c == '_'))
+			return false;
+	}
+	return true;
+}
+
+/* Header-safe: no controls, no space, not empty (UTF-8 allowed: RFC 6532). */
+static bool good_word(const char *s)
+{
+	if (!s || !*s || strlen(s) > 255) return false;
+	for (; *s; s++)
+		if ((unsigned char)*s <= ' ' || *s == 0x7f) return false;
+	return true;
+}
+
+/* RFC 3463 2: class "." subject "." detail, class 2, 4 or 5, 1-3 digits. */
+static bool good_status(const char *s)
+{
+	if (s[0] != '2' && s[0] != '4' && s[0] != '5') return false;
+	if (s[1] != '.') return false;
+	s += 2;
+	for (int part = 0; part < 2; part++) {
+		int d = 0;
+		while (*s >= '0' && *s <= '9' && d < 4)
+			s++, d++;
+		if (d == 0 || d > 3) return false;
+		if (part == 0 && *s++ != '.') return false;
+	}
+	return *s == 0;
+}
+
+static const char *status_of(const struct dsn_rcpt *rc)
+{
+	if (rc->status) return rc->status;
+	return rc->action == DSN_FAILED ? "5.0.0" : rc->action == DSN_DELAYED ? "4.0.0" : "2.0.0";
+}
+
+static int check(const struct dsn_report *r)
+{
+	if (!r->nrcpt || !r->rcpt || !r->token || !good_token(r->token) ||
+	    !good_word(r->reporting_mta) || !good_word(r->sender))
+		return DSN_EINVAL;
+	for (unsigned i = 0; i < r->nrcpt; i++) {
+		const struct dsn_rcpt *rc = &r->rcpt[i];
+		if (!rc->addr || !*rc->addr || (unsigned)rc->action > DSN_EXPANDED ||
+		    !good_status(status_of(rc)))
+			return DSN_EINVAL;
+	}
+	return DSN_OK;
+}
+
+static bool any_action(const struct dsn_report *r, enum dsn_action a)
+{
+	for (unsigned i = 0; i < r->nrcpt; i++)
+		if (r->rcpt[i].action == a) return true;
+	return false;
+}
+
+static bool any_nonascii(const char *s)
+{
+	for (; s && *s; s++)
+		if ((unsigned char)*s >= 0x80) return true;
+	return false;
+}
+
+bool dsn_headers_only(const struct dsn_report *r)
+{
+	if (r->ret == SMTP_RET_FULL) return false;
+	if (r->ret == SMTP_RET_HDRS) return true;
+	return !any_action(r, DSN_FAILED);
+}
+
+static int finish(struct wr *w, size_t *len)
+{
+	*len = w->len;
+	return w->over ? DSN_ENOSPC : DSN_OK;
+}
+
+static void put_boundary(struct wr *w, const struct dsn_report *r)
+{
+	puts_(w, "=_mpb_");
+	puts_(w, r->token);
+	puts_(w, "_=");
+}
+
+/* --- the human-readable part */
+
+static const char *action_word(enum dsn_action a)
+{
+	static const char *const words[] = {"failed", "delayed", "delivered", "relayed",
+					    "expanded"};
+	return words[a];
+}
+
+static void put_text(struct wr *w, const struct dsn_report *r, bool hdrs)
+{
+	putf(w, "This is the mail system at host %s.\r\n\r\n", r->reporting_mta);
+	if (any_action(r, DSN_FAILED)) {
+		puts_(w, "Your message could not be delivered to one or more recipients.\r\n");
+		puts_(w, hdrs ? "Its headers are attached below.\r\n\r\n"
+			      : "It is attached below.\r\n\r\n");
+	}
+	if (any_action(r, DSN_DELAYED)) {
+		int64_t until = 0;
+		for (unsigned i = 0; i < r->nrcpt; i++)
+			if (r->rcpt[i].action == DSN_DELAYED && r->rcpt[i].retry_until > until)
+				until = r->rcpt[i].retry_until;
+		puts_(w, "Your message has not yet been delivered to one or more recipients.\r\n");
+		if (until) {
+			puts_(w, "Delivery will be retried until ");
+			put_date(w, until, r->tz_off_min);
+			puts_(w, ";\r\nyou need not send it again.\r\n\r\n");
+		} else {
+			puts_(w, "Delivery will be retried; you need not send it again.\r\n\r\n");
+		}
+	}
+	if (any_action(r, DSN_DELIVERED) || any_action(r, DSN_EXPANDED))
+		puts_(w, "Your message was delivered to the recipients marked delivered.\r\n\r\n");
+	if (any_action(r, DSN_RELAYED))
+		puts_(w,
+		      "Your message was passed on for the recipients marked relayed to a\r\n"
+		      "system that does not report delivery; no further notice will come.\r\n\r\n");
+	for (unsigned i = 0; i < r->nrcpt; i++) {
+		const struct dsn_rcpt *rc = &r->rcpt[i];
+		puts_(w, "<");
+		put_words(w, rc->addr, strlen(rc->addr), "\r\n    ", false, true);
+		putf(w, ">: %s (%s)", action_word(rc->action), status_of(rc));
+		if (rc->diagnostic) {
+			puts_(w, "\r\n   ");
+			if (rc->remote_mta) {
+				puts_(w, " host");
+				put_words(w, rc->remote_mta, strlen(rc->remote_mta), "\r\n    ",
+					  true, false);
+				puts_(w, " said:");
+			}
+			put_words(w, rc->diagnostic, strlen(rc->diagnostic), "\r\n    ", true,
+				  false);
+		}
+		puts_(w, "\r\n");
+	}
+}
+
+/* --- message/delivery-status (RFC 3464 2.2, 2.3) */
+
+static void put_status(struct wr *w, const struct dsn_report *r)
+{
+	if (r->envid) { /* 2.2.1; printed as decoded, but never as raw octets */
+		puts_(w, "Original-Envelope-Id: ");
+		for (const char *p = r->envid; *p; p++) {
+			unsigned char c = (unsigned char)*p;
+			if (c > ' ' && c < 0x7f && c != '+' && c != '=')
+				put(w, &c, 1);
+			else
+				putf(w, "+%02X", c); /* xtext (RFC 3461 4) */
+			if (w->col >= HARD_AT) puts_(w, "\r\n ");
+		}
+		puts_(w, "\r\n");
+	}
+	putf(w, "Reporting-MTA: dns; %s\r\n", r->reporting_mta);
+	puts_(w, "Arrival-Date: ");
+	put_date(w, r->arrival, r->tz_off_min);
+	puts_(w, "\r\n");
+	for (unsigned i = 0; i < r->nrcpt; i++) {
+		const struct dsn_rcpt *rc = &r->rcpt[i];
+		puts_(w, "\r\n");
+		if (rc->orcpt) { /* 2.3.1 */
+			const char *semi = strchr(rc->orcpt, ';');
+			puts_(w, "Original-Recipient: ");
+			bool typed = semi && semi > rc->orcpt && semi - rc->orcpt <= 64;
+			for (const char *t = rc->orcpt; typed && t < semi; t++)
+				typed = (unsigned char)*t > ' ' && (unsigned char)*t < 0x7f;
+			if (typed)
+				put_typed_addr(w, rc->orcpt, (size_t)(semi - rc->orcpt), semi + 1);
+			else
+				put_typed_addr(w, "rfc822", 6, semi ? semi + 1 : rc->orcpt);
+			puts_(w, "\r\n");
+		}
+		puts_(w, "Final-Recipient: "); /* 2.3.2 */
+		put_typed_addr(w, "rfc822", 6, rc->addr);
+		putf(w, "\r\nAction: %s\r\n", action_word(rc->action));
+		putf(w, "Status: %s\r\n", status_of(rc));
+		if (rc->remote_mta) { /* 2.3.5 */
+			puts_(w, "Remote-MTA: dns;");
+			put_words(w, rc->remote_mta, strlen(rc->remote_mta), "\r\n ", true, false);
+			puts_(w, "\r\n");
+		}
+		if (rc->diagnostic) { /* 2.3.6 */
+			puts_(w, "Diagnostic-Code: smtp;");
+			put_words(w, rc->diagnostic, strlen(rc->diagnostic), "\r\n ", true, false);
+			puts_(w, "\r\n");
+		}
+		if (rc->last_attempt) { /* 2.3.7 */
+			puts_(w, "Last-Attempt-Date: ");
+			put_date(w, rc->last_attempt, r->tz_off_min);
+			puts_(w, "\r\n");
+		}
+		if (rc->action == DSN_DELAYED && rc->retry_until) { /* 3.3.8 */
+			puts_(w, "Will-Retry-Until: ");
+			put_date(w, rc->retry_until, r->tz_off_min);
+			puts_(w, "\r\n");
+		}
+	}
+}
+
+int dsn_prefix(const struct dsn_report *r, char *buf, size_t cap, size_t *len)
+{
+	*len = 0;
+	int rc = check(r);
+	if (rc) return rc;
+	struct wr w = {.p = buf, .cap = cap};
+	bool failed = any_action(r, DSN_FAILED), delayed = any_action(r, DSN_DELAYED);
+	bool hdrs = dsn_headers_only(r);
+	bool eight = r->orig_8bit || any_nonascii(r->sender);
+	for (unsigned i = 0; i < r->nrcpt; i++)
+		eight |= any_nonascii(r->rcpt[i].addr) || any_nonascii(r->rcpt[i].orcpt);
+
+	putf(&w, "From: MAILER-DAEMON@%s (Mail Delivery System)\r\n", r->reporting_mta);
+	putf(&w, "To: %s\r\n", r->sender);
+	putf(&w, "Subject: %s\r\n",
+	     failed    ? "Undelivered Mail Returned to Sender"
+	     : delayed ? "Delayed Mail (still being retried)"
+		       : "Successful Mail Delivery Report");
+	puts_(&w, "Date: ");
+	put_date(&w, r->now, r->tz_off_min);
+	putf(&w, "\r\nMessage-ID: <%s@%s>\r\n", r->token, r->reporting_mta);
+	puts_(&w, "Auto-Submitted: auto-replied\r\n"); /* RFC 3834 5 */
+	puts_(&w, "MIME-Version: 1.0\r\n");
+	puts_(&w, "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"");
+	put_boundary(&w, r);
+	puts_(&w, "\"\r\n");
+	if (eight) puts_(&w, "Content-Transfer-Encoding: 8bit\r\n");
+	puts_(&w, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
+
+	puts_(&w, "--");
+	put_boundary(&w, r);
+	puts_(&w, "\r\nContent-Description: Notification\r\n"
+		  "Content-Type: text/plain; charset=utf-8\r\n");
+	if (eight) puts_(&w, "Content-Transfer-Encoding: 8bit\r\n");
+	puts_(&w, "\r\n");
+	put_text(&w, r, hdrs);
+
+	puts_(&w, "\r\n--");
+	put_boundary(&w, r);
+	puts_(&w, "\r\nContent-Description: Delivery report\r\n"
+		  "Content-Type: message/delivery-status\r\n\r\n");
+	put_status(&w, r);
+
+	puts_(&w, "\r\n--");
+	put_boundary(&w, r);
+	putf(&w, "\r\nContent-Description: %s Message%s\r\n",
+	     failed    ? "Undelivered"
+	     : delayed ? "Delayed"
+		       : "Delivered",
+	     hdrs ? " Headers" : "");
+	puts_(&w,
+	      hdrs ? "Content-Type: text/rfc822-headers\r\n" : "Content-Type: message/rfc822\r\n");
+	if (r->orig_8bit) puts_(&w, "Content-Transfer-Encoding: 8bit\r\n");
+	puts_(&w, "\r\n");
+	return finish(&w, len);
+}
+
+int dsn_suffix(const struct dsn_report *r, char *buf, size_t cap, size_t *len)
+{
+	*len = 0;
+	if (!r->token || !good_token(r->token)) return DSN_EINVAL;
+	struct wr w = {.p = buf, .cap = cap};
+	puts_(&w, "\r\n--");
+	put_boundary(&w, r);
+	puts_(&w, "--\r\n");
+	return finish(&w, len);
+}
+
+/* States: at a line start, CR at a line start, inside a line, CR inside a
+ * line, done. Only CRLF CRLF ends the block (a message from SMTP has no
+ * bare LF, SPEC 4). */
+size_t dsn_headers_scan(unsigned *state, const char *p, size_t n)
+{
+	enum { BOL, BOL_CR, MID, MID_CR };
+	unsigned s = *state;
+	if (s == DSN_HDRS_DONE) return 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = p[i];
+		switch (s) {
+		case BOL_CR:
+			if (c == '\n') {
+				*state = DSN_HDRS_DONE;
+				return i + 1;
+			}
+			s = c == '\r' ? MID_CR : MID;
+			break;
+		case BOL:
+		case MID:
+		case MID_CR:
+			if (c == '\r')
+				s = s == BOL ? BOL_CR : MID_CR;
+			else if (c == '\n')
+				s = BOL;
+			else
+				s = MID;
+			break;
+		default: s = MID;
+		}
+	}
+	*state = s;
+	return n;
+}
+
+bool dsn_wanted(unsigned notify, enum dsn_action action)
+{
+	if (notify & SMTP_NOTIFY_NEVER) return false;
+	if (notify == 0) notify = SMTP_NOTIFY_FAILURE;
+	switch (action) {
+	case DSN_FAILED: return notify & SMTP_NOTIFY_FAILURE;
+	case DSN_DELAYED: return notify & SMTP_NOTIFY_DELAY;
+	case DSN_DELIVERED:
+	case DSN_RELAYED:
+	case DSN_EXPANDED: return notify & SMTP_NOTIFY_SUCCESS;
+	}
+	return false;
+}

@@ -146,6 +146,33 @@ static void check_stuffed(const struct rec *b, const char *text, size_t n)
 	free(u.p);
 }
 
+/* pop3_stuff_inplace (the core's RETR path) must give what pop3_stuff
+ * gave, whatever the chunks. */
+static void check_inplace(const struct rec *b, const char *text, size_t n, uint32_t seed)
+{
+	char *buf = malloc(n + n / 2 + 8);
+	CHECK(buf);
+	struct pop3_stuffer st;
+	pop3_stuff_init(&st, -1);
+	size_t len = 0;
+	for (size_t off = 0; off < n;) {
+		size_t k = 1 + lcg(&seed) % 64;
+		if (k > n - off)
+			k = n - off;
+		memcpy(buf + len, text + off, k);
+		size_t m = pop3_stuff_inplace(&st, buf + len, k);
+		CHECK(m >= k && m <= k + k / 2 + 1);
+		len += m;
+		off += k;
+	}
+	char tail[8];
+	struct obuf o = {tail, 0, sizeof tail};
+	pop3_stuff_end(&st, &o);
+	CHECK(len + o.len == b->len);
+	CHECK(memcmp(buf, b->p, len) == 0 && memcmp(tail, b->p + len, o.len) == 0);
+	free(buf);
+}
+
 static enum pop3_req retr(struct run *r, bool ok, bool midway)
 {
 	unsigned i = pop3_retr_index(&r->s);
@@ -179,8 +206,10 @@ static enum pop3_req retr(struct run *r, bool ok, bool midway)
 	rec_put(&r->body, r->out.p, r->out.len);
 	rec_put(&r->tr, r->out.p, r->out.len);
 	r->out.len = 0;
-	if (lines < 0)
+	if (lines < 0) {
 		check_stuffed(&r->body, t, n);
+		check_inplace(&r->body, t, n, (uint32_t)n);
+	}
 	return complete(r, POP3_REQ_RETR, 0);
 }
 

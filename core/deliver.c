@@ -28,19 +28,26 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/pool.h"
 #include "core/server.h"
+#include "proto/sendas.h"
+#include "store/queue.h"
 
 #define STAGE_IOV 64
 #define STAGE_COPY 256
+/* Authenticated messages: the header block is held (up to this much) for
+ * the send-as rewrite and the Date/Message-ID fields (SPEC 4). */
+#define HOLD_MAX (64 * 1024)
 
 enum spool_phase { SP_OPENING, SP_OPEN, SP_COMMITTING, SP_SYNCING, SP_ABORTING };
 
 struct spool_file {
 	struct spool *sp;
 	struct spool_file *dsnext; /* dirsync list */
-	int dom;
+	int dom;                   /* maildrop, or -1: the relay queue */
 	int fd;
-	bool renamed;
+	bool renamed;              /* in new/, or committed to the queue */
+	struct queue_writer qw;    /* dom -1 */
 	uint64_t off;              /* bytes written (or submitted): the size */
 	char base[MAILDIR_NAME_MAX + 1];
 	_Alignas(16) char pad[0];
@@ -71,6 +78,11 @@ struct spool {
 	uint64_t body;
 	struct wbatch *stage;
 	const struct ichunk *cur;
+	int auth;              /* the authenticated domain, or -1 */
+	bool hold;             /* collecting the header block */
+	char *hdr;             /* HOLD_MAX */
+	size_t hlen;
+	struct queue_entry qe; /* the relay recipients' envelope */
 	char id[40];
 	_Alignas(16) struct spool_file f[];
 };
@@ -136,6 +148,89 @@ static void stage_submit(struct spool *sp)
 	wbatch_submit(sp, b);
 }
 
+static size_t trace_for(struct spool *sp, struct spool_file *f, char **out);
+
+/* The header block is complete (end > 0), too big to hold (end 0), or the
+ * message ended (final): rewrite it (send-as, Date, Message-ID), then write
+ * each file's trace headers, the block and what followed it, in one batch
+ * per file, ahead of the rest of the body. */
+static void hold_release(struct spool *sp, size_t end)
+{
+	struct server *srv = sp->w->srv;
+	struct smtp_session *s = &sp->c->smtp;
+	sp->hold = false;
+	char *out = NULL;
+	size_t olen = 0;
+	if (end) {
+		time_t now = time(NULL);
+		struct tm tm;
+		localtime_r(&now, &tm);
+		struct sendas_params prm = {
+			.domain = srv->cfg->domains[sp->auth].name,
+			.token = sp->id,
+			.now = (int64_t)now,
+			.tz_off_min = (int)(tm.tm_gmtoff / 60),
+		};
+		struct sendas_result res;
+		size_t cap = end + 2048;
+		for (int tries = 0; tries < 2; tries++) {
+			out = malloc(cap);
+			if (!out)
+				break;
+			int rc = sendas_rewrite(&prm, sp->hdr, end, out, cap, &res);
+			if (rc == SENDAS_OK) {
+				olen = res.len;
+				break;
+			}
+			free(out);
+			out = NULL;
+			if (rc != SENDAS_ENOSPC)
+				break;
+			cap = res.len;
+		}
+		if (out && res.tagged) {
+			char q[400];
+			log_info("sendas", "conn=%u id=%s from=%s", sp->c->id, sp->id,
+				 log_q(q, sizeof q, res.sender));
+			smtp_tx_set_from(s, res.sender);
+		}
+	}
+	if (!out) {
+		/* Too big to rewrite (or out of memory): as it came. */
+		end = 0;
+	}
+	for (unsigned i = 0; i < sp->nfiles && !sp->error; i++) {
+		struct spool_file *f = &sp->f[i];
+		char *trace = NULL;
+		size_t tn = trace_for(sp, f, &trace);
+		size_t total = tn + (out ? olen : 0) + (sp->hlen - end);
+		char *buf = tn ? malloc(total) : NULL;
+		struct wbatch *b = buf ? wbatch_new(sp, 0) : NULL;
+		if (!b) {
+			free(buf);
+			free(trace);
+			set_error(sp, -ENOMEM);
+			break;
+		}
+		memcpy(buf, trace, tn);
+		free(trace);
+		if (out)
+			memcpy(buf + tn, out, olen);
+		memcpy(buf + tn + (out ? olen : 0), sp->hdr + end, sp->hlen - end);
+		b->file = (int)i;
+		b->copy = buf; /* freed with the batch */
+		b->iov[0] = (struct iovec){buf, total};
+		b->niov = 1;
+		b->total = total;
+		b->copy_used = total;
+		wbatch_submit(sp, b);
+	}
+	free(out);
+	free(sp->hdr);
+	sp->hdr = NULL;
+	sp->hlen = 0;
+}
+
 /* The body callback of struct smtp_io (ctx = the conn). */
 void spool_body(void *ctx, const char *p, size_t n)
 {
@@ -146,6 +241,18 @@ void spool_body(void *ctx, const char *p, size_t n)
 	sp->body += n;
 	if (sp->error)
 		return; /* keep reading to the end; the commit answers 451 */
+	if (sp->hold) {
+		size_t take = n < HOLD_MAX - sp->hlen ? n : HOLD_MAX - sp->hlen;
+		memcpy(sp->hdr + sp->hlen, p, take);
+		sp->hlen += take;
+		p += take;
+		n -= take;
+		size_t end = sendas_header_end(sp->hdr, sp->hlen);
+		if (end || sp->hlen == HOLD_MAX)
+			hold_release(sp, end);
+		if (!n || sp->error)
+			return;
+	}
 	const struct ichunk *ch = sp->cur;
 	bool in_chunk = ch && p >= ch->p && p + n <= ch->p + ch->len;
 	while (n) {
@@ -202,6 +309,8 @@ void spool_flush(struct spool *sp)
 static void spool_free(struct spool *sp)
 {
 	sp->w->nspools--;
+	free(sp->hdr);
+	queue_entry_free(&sp->qe);
 	free(sp);
 }
 
@@ -221,7 +330,10 @@ static void spool_discard(struct spool *sp)
 			struct io_uring_sqe *sqe = worker_sqe(sp->w);
 			/* The name is copied by the kernel at submit time
 			 * (IORING_FEAT_SUBMIT_STABLE); submit before freeing. */
-			io_uring_prep_unlinkat(sqe, srv->maildirs[f->dom].tmpfd, f->base, 0);
+			if (f->dom >= 0)
+				io_uring_prep_unlinkat(sqe, srv->maildirs[f->dom].tmpfd, f->base, 0);
+			else
+				io_uring_prep_unlinkat(sqe, srv->qdirfd, f->base, 0);
 			io_uring_sqe_set_data64(sqe, OP_IGNORE);
 		}
 	}
@@ -267,12 +379,13 @@ static void on_open(struct spool *sp, struct spool_file *f, int res)
 	sp->opening--;
 	if (res < 0) {
 		log_error("spool_open_failed", "id=%s maildrop=%s error=\"%s\"", sp->id,
-			  sp->w->srv->maildirs[f->dom].path, strerror(-res));
+			  f->dom >= 0 ? sp->w->srv->maildirs[f->dom].path : "(relay queue)",
+			  strerror(-res));
 		f->base[0] = '\0'; /* nothing to unlink */
 		set_error(sp, res);
 	} else {
 		f->fd = res;
-		if (sp->phase == SP_OPENING && sp->c) {
+		if (sp->phase == SP_OPENING && sp->c && !sp->hold) {
 			char *hdr = NULL;
 			size_t n = trace_for(sp, f, &hdr);
 			struct wbatch *b = n ? wbatch_new(sp, 0) : NULL;
@@ -317,19 +430,97 @@ static void on_open(struct spool *sp, struct spool_file *f, int res)
 	smtp_conn_spool_done(c, SMTP_REQ_SPOOL_OPEN, 0, NULL);
 }
 
+/* The relay queue's file: queue_open and queue_commit block (openat,
+ * fsync, rename, directory fsync), so they run on the pool; the writes in
+ * between go through the ring like any maildrop file. */
+static int qopen_job(struct pool_job *j)
+{
+	struct spool_file *f = j->arg;
+	return queue_open(j->w->srv->qdirfd, (int64_t)time(NULL), &f->qw);
+}
+
+static void qopen_done(struct pool_job *j)
+{
+	struct spool_file *f = j->arg;
+	int res = j->result;
+	pool_job_free(j);
+	if (res == 0) {
+		/* discard unlinks f->base if the message never commits */
+		snprintf(f->base, sizeof f->base, "%s.msg.tmp", f->qw.id);
+		res = f->qw.fd;
+	}
+	on_open(f->sp, f, res);
+}
+
+/* Weak: a build without the relay runner still queues durably. */
+__attribute__((weak)) void relay_kick(void) {}
+
+static int qcommit_job(struct pool_job *j)
+{
+	struct spool_file *f = j->arg;
+	f->qw.size = f->off;
+	return queue_commit(&f->qw, &f->sp->qe);
+}
+
+static void file_done(struct spool *sp);
+
+static void qcommit_done(struct pool_job *j)
+{
+	struct spool_file *f = j->arg;
+	struct spool *sp = f->sp;
+	int res = j->result;
+	pool_job_free(j);
+	f->fd = -1; /* queue_commit closed it */
+	if (res < 0) {
+		log_error("queue_failed", "id=%s error=\"%s\"", sp->id, strerror(-res));
+		f->base[0] = '\0'; /* queue_commit removed what it wrote */
+		set_error(sp, res);
+	} else {
+		f->renamed = true;
+		relay_kick();
+	}
+	file_done(sp);
+}
+
+/* The envelope of the relay recipients, taken while the session is here. */
+static int queue_entry_from_tx(struct spool *sp)
+{
+	const struct smtp_session *s = &sp->c->smtp;
+	struct queue_entry *e = &sp->qe;
+	const char *envid = smtp_tx_envid(s);
+	if (queue_strset(&e->from, smtp_tx_from(s)) || (envid && queue_strset(&e->envid, envid)) ||
+	    queue_strset(&e->auth_domain, sp->w->srv->cfg->domains[sp->auth].name))
+		return -ENOMEM;
+	e->ret = (uint8_t)smtp_tx_ret(s);
+	e->body = (uint8_t)smtp_tx_body_type(s);
+	e->smtputf8 = smtp_tx_smtputf8(s);
+	e->arrival = e->next_try = (int64_t)time(NULL);
+	for (unsigned i = 0; i < smtp_tx_nrcpt(s); i++) {
+		const struct smtp_rcpt *r = smtp_tx_rcpt(s, i);
+		if (r->domain < 0 && queue_add_rcpt(e, r->addr, r->orcpt, r->notify))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 struct spool *spool_open(struct conn *c)
 {
 	const struct smtp_session *s = &c->smtp;
 	struct server *srv = c->w->srv;
 	int doms[64];
 	unsigned nd = 0;
+	bool relay = false;
 	for (unsigned i = 0; i < smtp_tx_nrcpt(s); i++) {
 		int d = smtp_tx_rcpt(s, i)->domain;
 		if (d < 0) {
-			/* Relay recipients go to the outbound queue, which
-			 * this build does not have yet: refuse honestly. */
-			log_warn("relay_unsupported", "conn=%u", c->id);
-			return NULL;
+			/* Only an authenticated session gets here with one
+			 * (the machine refuses relaying otherwise). */
+			if (srv->qdirfd < 0) {
+				log_warn("relay_unavailable", "conn=%u reason=\"no relay.queue\"", c->id);
+				return NULL;
+			}
+			relay = true;
+			continue;
 		}
 		bool seen = false;
 		for (unsigned k = 0; k < nd; k++)
@@ -337,18 +528,58 @@ struct spool *spool_open(struct conn *c)
 		if (!seen && nd < 64)
 			doms[nd++] = d;
 	}
-	if (nd == 0)
+	unsigned nf = nd + relay;
+	if (nf == 0)
 		return NULL;
-	struct spool *sp = calloc(1, sizeof *sp + nd * sizeof(struct spool_file));
+	struct spool *sp = calloc(1, sizeof *sp + nf * sizeof(struct spool_file));
 	if (!sp)
 		return NULL;
 	sp->c = c;
 	sp->w = c->w;
-	sp->nfiles = nd;
+	sp->nfiles = nf;
 	sp->phase = SP_OPENING;
+	sp->auth = smtp_auth_domain(s);
+	if (sp->auth >= 0) {
+		sp->hdr = malloc(HOLD_MAX);
+		if (!sp->hdr) {
+			free(sp);
+			return NULL;
+		}
+		sp->hold = true;
+	}
 	c->w->nspools++;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
+	/* The queue id: the unique part of a fresh name, up to the host. */
+	char idname[MAILDIR_NAME_MAX + 1];
+	maildir_unique(idname, sizeof idname, &ts);
+	const char *dot = strchr(strchr(idname, '.') + 1, '.');
+	size_t idn = dot ? (size_t)(dot - idname) : strlen(idname);
+	if (idn >= sizeof sp->id)
+		idn = sizeof sp->id - 1;
+	memcpy(sp->id, idname, idn);
+	sp->id[idn] = '\0';
+	if (relay) {
+		struct spool_file *f = &sp->f[nd];
+		f->sp = sp;
+		f->dom = -1;
+		f->fd = -1;
+		f->qw.fd = -1;
+		struct pool_job *j = calloc(1, sizeof *j);
+		if (!j) {
+			c->w->nspools--;
+			free(sp->hdr);
+			free(sp);
+			return NULL;
+		}
+		j->w = c->w;
+		j->fn = qopen_job;
+		j->done = qopen_done;
+		j->arg = f;
+		sp->pending++;
+		sp->opening++;
+		pool_submit(j);
+	}
 	for (unsigned i = 0; i < nd; i++) {
 		struct spool_file *f = &sp->f[i];
 		f->sp = sp;
@@ -362,13 +593,6 @@ struct spool *spool_open(struct conn *c)
 		sp->pending++;
 		sp->opening++;
 	}
-	/* The queue id: the unique part of the first name, up to the host. */
-	const char *dot = strchr(strchr(sp->f[0].base, '.') + 1, '.');
-	size_t idn = dot ? (size_t)(dot - sp->f[0].base) : strlen(sp->f[0].base);
-	if (idn >= sizeof sp->id)
-		idn = sizeof sp->id - 1;
-	memcpy(sp->id, sp->f[0].base, idn);
-	sp->id[idn] = '\0';
 	return sp;
 }
 
@@ -397,6 +621,20 @@ static void commit_step(struct spool *sp)
 	bool full = sp->w->srv->cfg->sync == SYNC_FULL;
 	for (unsigned i = 0; i < sp->nfiles; i++) {
 		struct spool_file *f = &sp->f[i];
+		if (f->dom < 0) {
+			struct pool_job *j = calloc(1, sizeof *j);
+			if (!j) {
+				set_error(sp, -ENOMEM);
+				file_done(sp);
+				continue;
+			}
+			j->w = sp->w;
+			j->fn = qcommit_job;
+			j->done = qcommit_done;
+			j->arg = f;
+			pool_submit(j);
+			continue;
+		}
 		if (full) {
 			struct io_uring_sqe *sqe = worker_sqe(sp->w);
 			io_uring_prep_fsync(sqe, f->fd, IORING_FSYNC_DATASYNC);
@@ -409,6 +647,13 @@ static void commit_step(struct spool *sp)
 
 void spool_commit(struct spool *sp)
 {
+	if (sp->hold && !sp->error) {
+		/* The whole message was its header block. */
+		size_t end = sendas_header_end(sp->hdr, sp->hlen);
+		hold_release(sp, end ? end : sp->hlen);
+	}
+	if (!sp->error && sp->f[sp->nfiles - 1].dom < 0 && queue_entry_from_tx(sp) != 0)
+		set_error(sp, -ENOMEM);
 	stage_submit(sp);
 	sp->phase = SP_COMMITTING;
 	if (!sp->pending)
@@ -455,7 +700,11 @@ static void finish(struct spool *sp)
 	struct conn *c = sp->c;
 	for (unsigned i = 0; i < sp->nfiles; i++) {
 		struct spool_file *f = &sp->f[i];
-		if (f->renamed && !sp->error)
+		if (f->renamed && !sp->error && f->dom < 0)
+			log_info("queued", "conn=%u id=%s queue_id=%s rcpts=%u size=%llu",
+				 c ? c->id : 0, sp->id, f->qw.id, sp->qe.nrcpt,
+				 (unsigned long long)f->off);
+		else if (f->renamed && !sp->error)
 			log_info("delivered", "conn=%u id=%s domain=%s size=%llu", c ? c->id : 0,
 				 sp->id, srv->cfg->domains[f->dom].name, (unsigned long long)f->off);
 	}

@@ -28,6 +28,7 @@
 #include "core/pool.h"
 #include "core/server.h"
 #include "core/tls.h"
+#include "store/queue.h"
 
 #define MPB_VERSION "0.1.0"
 
@@ -190,6 +191,16 @@ static int open_maildrops(struct server *srv)
 	if (!srv->maildirs)
 		return -1;
 	maildir_init_names();
+	srv->qdirfd = -1;
+	if (cfg->relay.queue) {
+		/* Submissions to other domains are queued here (SPEC 5). */
+		srv->qdirfd = queue_dir_open(cfg->relay.queue);
+		if (srv->qdirfd < 0) {
+			fprintf(stderr, "mailpopbox: cannot open relay queue %s: %s\n",
+				cfg->relay.queue, strerror(-srv->qdirfd));
+			return -1;
+		}
+	}
 	time_t now = time(NULL);
 	for (unsigned i = 0; i < cfg->ndomains; i++) {
 		int rc = maildir_open(cfg->domains[i].maildrop, &srv->maildirs[i]);
@@ -327,7 +338,7 @@ static int run(const char *path)
 		fprintf(stderr, "mailpopbox: signalfd: %s\n", strerror(errno));
 		return 2;
 	}
-	if (pool_start(2) != 0) {
+	if (pool_start(4) != 0) {
 		fprintf(stderr, "mailpopbox: cannot start helper threads\n");
 		return 2;
 	}

@@ -20,6 +20,8 @@ struct pool_job {
 	struct worker *w;
 	struct conn *conn;
 	int (*fn)(struct pool_job *j); /* runs on a helper thread */
+	/* Back on the worker: jobs without a conn (conn NULL) finish here. */
+	void (*done)(struct pool_job *j);
 	int result;                     /* fn's return value */
 	int kind;                       /* the submitter's tag */
 	void *arg;                      /* the submitter's data */

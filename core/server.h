@@ -173,6 +173,7 @@ struct ipcount; /* core/limits.c */
 struct server {
 	struct config *cfg;
 	struct maildir *maildirs;        /* one per domain */
+	int qdirfd;                      /* the relay queue, -1 without one */
 	struct smtp_domain *smtp_domains;
 	struct smtp_policy smtp_pol[3];  /* smtp, submission, submissions */
 	struct pop3_domain *pop3_domains;

@@ -816,6 +816,12 @@ static void on_notify(struct worker *w)
 	while (j) {
 		struct pool_job *next = j->next;
 		struct conn *c = j->conn;
+		if (!c) {
+			/* A spool's job (relay queue): it outlives conns. */
+			j->done(j);
+			j = next;
+			continue;
+		}
 		c->flags &= ~CF_JOB;
 		if (c->flags & CF_CLOSING) {
 			if (svc_is_smtp(c->svc))

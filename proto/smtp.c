@@ -1188,6 +1188,17 @@ void smtp_end(struct smtp_session *s)
 
 const char *smtp_tx_from(const struct smtp_session *s) { return s->tx ? s->tx->from : ""; }
 
+void smtp_tx_set_from(struct smtp_session *s, const char *from)
+{
+	if (!s->tx)
+		return;
+	size_t n = strlen(from);
+	if (n >= sizeof s->tx->from)
+		n = sizeof s->tx->from - 1;
+	memcpy(s->tx->from, from, n);
+	s->tx->from[n] = '\0';
+}
+
 unsigned smtp_tx_nrcpt(const struct smtp_session *s) { return s->tx ? s->tx->nrcpt : 0; }
 
 const struct smtp_rcpt *smtp_tx_rcpt(const struct smtp_session *s, unsigned i)

@@ -167,6 +167,8 @@ void smtp_end(struct smtp_session *s);
 
 /* --- the transaction, for the core (valid from SPOOL_OPEN to COMMIT/ABORT) */
 const char *smtp_tx_from(const struct smtp_session *s);      /* "" for <> */
+/* Send-as (SPEC 4): the envelope sender becomes the rewritten From. */
+void smtp_tx_set_from(struct smtp_session *s, const char *from);
 unsigned smtp_tx_nrcpt(const struct smtp_session *s);
 const struct smtp_rcpt *smtp_tx_rcpt(const struct smtp_session *s, unsigned i);
 const char *smtp_tx_envid(const struct smtp_session *s);     /* or NULL */

@@ -1,6 +1,5 @@
 #include "proto/dsn.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -32,16 +31,15 @@ static void puts_(struct wr *w, const char *s)
 	put(w, s, strlen(s));
 }
 
-static void putf(struct wr *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void putf(struct wr *w, const char *fmt, ...)
+static const char HEX[] = "0123456789ABCDEF";
+
+/* Concatenates NULL-terminated string pieces. */
+static void putv(struct wr *w, const char *const *v)
 {
-	char buf[1200]; /* the longest use: a 255-octet host name in a line of text */
-	va_list ap;
-	va_start(ap, fmt);
-	int k = vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	if (k > 0) put(w, buf, (size_t)k < sizeof buf ? (size_t)k : sizeof buf - 1);
+	for (; *v; v++)
+		puts_(w, *v);
 }
+#define PUTS(w, ...) putv(w, (const char *const[]){__VA_ARGS__, NULL})
 
 /* RFC 5322 3.3 date-time of `now + tz_off_min`, by days-to-civil (after
  * Howard Hinnant) so that no time zone state is read. */
@@ -69,9 +67,12 @@ static void put_date(struct wr *w, int64_t now, int tz_off_min)
 	int64_t wd = days % 7;
 	if (wd < 0) wd += 7;
 	int off = tz_off_min < 0 ? -tz_off_min : tz_off_min;
-	putf(w, "%s, %d %s %04lld %02d:%02d:%02d %c%02d%02d", wday[wd], (int)day, mon[month - 1],
-	     (long long)year, (int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60),
-	     tz_off_min < 0 ? '-' : '+', off / 60, off % 60);
+	char buf[64];
+	int k = snprintf(buf, sizeof buf, "%s, %d %s %04lld %02d:%02d:%02d %c%02d%02d", wday[wd],
+			 (int)day, mon[month - 1], (long long)year, (int)(secs / 3600),
+			 (int)(secs / 60 % 60), (int)(secs % 60), tz_off_min < 0 ? '-' : '+',
+			 off / 60, off % 60);
+	if (k > 0) put(w, buf, (size_t)k < sizeof buf ? (size_t)k : sizeof buf - 1);
 }
 
 /* --- folding (RFC 5322 2.2.3): words of remote text, joined by one space,
@@ -159,7 +160,9 @@ static void put_typed_addr(struct wr *w, const char *type, size_t tlen, const ch
 			for (size_t k = 1; k < l; k++)
 				cp = (cp << 6) | (p[i + k] & 0x3f);
 		}
-		putf(w, "\\x{%02X}", (unsigned)cp);
+		char x[16];
+		int k = snprintf(x, sizeof x, "\\x{%02X}", (unsigned)cp);
+		put(w, x, (size_t)k);
 		i += l;
 	}
 }
@@ -269,7 +272,7 @@ static const char *action_word(enum dsn_action a)
 
 static void put_text(struct wr *w, const struct dsn_report *r, bool hdrs)
 {
-	putf(w, "This is the mail system at host %s.\r\n\r\n", r->reporting_mta);
+	PUTS(w, "This is the mail system at host ", r->reporting_mta, ".\r\n\r\n");
 	if (any_action(r, DSN_FAILED)) {
 		puts_(w, "Your message could not be delivered to one or more recipients.\r\n");
 		puts_(w, hdrs ? "Its headers are attached below.\r\n\r\n"
@@ -299,7 +302,7 @@ static void put_text(struct wr *w, const struct dsn_report *r, bool hdrs)
 		const struct dsn_rcpt *rc = &r->rcpt[i];
 		puts_(w, "<");
 		put_words(w, rc->addr, strlen(rc->addr), "\r\n    ", false, true);
-		putf(w, ">: %s (%s)", action_word(rc->action), status_of(rc));
+		PUTS(w, ">: ", action_word(rc->action), " (", status_of(rc), ")");
 		if (rc->diagnostic) {
 			puts_(w, "\r\n   ");
 			if (rc->remote_mta) {
@@ -326,12 +329,12 @@ static void put_status(struct wr *w, const struct dsn_report *r)
 			if (c > ' ' && c < 0x7f && c != '+' && c != '=')
 				put(w, &c, 1);
 			else
-				putf(w, "+%02X", c); /* xtext (RFC 3461 4) */
+				put(w, (char[3]){'+', HEX[c >> 4], HEX[c & 15]}, 3); /* xtext */
 			if (w->col >= HARD_AT) puts_(w, "\r\n ");
 		}
 		puts_(w, "\r\n");
 	}
-	putf(w, "Reporting-MTA: dns; %s\r\n", r->reporting_mta);
+	PUTS(w, "Reporting-MTA: dns; ", r->reporting_mta, "\r\n");
 	puts_(w, "Arrival-Date: ");
 	put_date(w, r->arrival, r->tz_off_min);
 	puts_(w, "\r\n");
@@ -352,8 +355,8 @@ static void put_status(struct wr *w, const struct dsn_report *r)
 		}
 		puts_(w, "Final-Recipient: "); /* 2.3.2 */
 		put_typed_addr(w, "rfc822", 6, rc->addr);
-		putf(w, "\r\nAction: %s\r\n", action_word(rc->action));
-		putf(w, "Status: %s\r\n", status_of(rc));
+		PUTS(w, "\r\nAction: ", action_word(rc->action), "\r\n");
+		PUTS(w, "Status: ", status_of(rc), "\r\n");
 		if (rc->remote_mta) { /* 2.3.5 */
 			puts_(w, "Remote-MTA: dns;");
 			put_words(w, rc->remote_mta, strlen(rc->remote_mta), "\r\n ", true, false);
@@ -389,15 +392,16 @@ int dsn_prefix(const struct dsn_report *r, char *buf, size_t cap, size_t *len)
 	for (unsigned i = 0; i < r->nrcpt; i++)
 		eight |= any_nonascii(r->rcpt[i].addr) || any_nonascii(r->rcpt[i].orcpt);
 
-	putf(&w, "From: MAILER-DAEMON@%s (Mail Delivery System)\r\n", r->reporting_mta);
-	putf(&w, "To: %s\r\n", r->sender);
-	putf(&w, "Subject: %s\r\n",
+	PUTS(&w, "From: MAILER-DAEMON@", r->reporting_mta, " (Mail Delivery System)\r\n");
+	PUTS(&w, "To: ", r->sender, "\r\n");
+	PUTS(&w, "Subject: ",
 	     failed    ? "Undelivered Mail Returned to Sender"
 	     : delayed ? "Delayed Mail (still being retried)"
-		       : "Successful Mail Delivery Report");
+		       : "Successful Mail Delivery Report",
+	     "\r\n");
 	puts_(&w, "Date: ");
 	put_date(&w, r->now, r->tz_off_min);
-	putf(&w, "\r\nMessage-ID: <%s@%s>\r\n", r->token, r->reporting_mta);
+	PUTS(&w, "\r\nMessage-ID: <", r->token, "@", r->reporting_mta, ">\r\n");
 	puts_(&w, "Auto-Submitted: auto-replied\r\n"); /* RFC 3834 5 */
 	puts_(&w, "MIME-Version: 1.0\r\n");
 	puts_(&w, "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"");
@@ -422,11 +426,11 @@ int dsn_prefix(const struct dsn_report *r, char *buf, size_t cap, size_t *len)
 
 	puts_(&w, "\r\n--");
 	put_boundary(&w, r);
-	putf(&w, "\r\nContent-Description: %s Message%s\r\n",
+	PUTS(&w, "\r\nContent-Description: ",
 	     failed    ? "Undelivered"
 	     : delayed ? "Delayed"
 		       : "Delivered",
-	     hdrs ? " Headers" : "");
+	     " Message", hdrs ? " Headers" : "", "\r\n");
 	puts_(&w,
 	      hdrs ? "Content-Type: text/rfc822-headers\r\n" : "Content-Type: message/rfc822\r\n");
 	if (r->orig_8bit) puts_(&w, "Content-Transfer-Encoding: 8bit\r\n");

@@ -49,8 +49,8 @@ enum {
 	ST_EHLO,
 	ST_HELO,
 	ST_STARTTLS,
-	ST_TLS,  /* SMTPC_REQ_STARTTLS outstanding */
-	ST_TX,   /* MAIL and RCPTs */
+	ST_TLS, /* SMTPC_REQ_STARTTLS outstanding */
+	ST_TX,	/* MAIL and RCPTs */
 	ST_DATA,
 	ST_BODY, /* SMTPC_REQ_BODY outstanding */
 	ST_DOT,
@@ -70,7 +70,10 @@ enum { SF_BOL, SF_TEXT, SF_CR };
 /* ------------------------------------------------------------------ */
 /* the stuffer */
 
-void smtpc_stuff_init(struct smtpc_stuffer *st) { st->state = SF_BOL; }
+void smtpc_stuff_init(struct smtpc_stuffer *st)
+{
+	st->state = SF_BOL;
+}
 
 size_t smtpc_stuff(struct smtpc_stuffer *st, const char *in, size_t n, struct obuf *out)
 {
@@ -82,21 +85,17 @@ size_t smtpc_stuff(struct smtpc_stuffer *st, const char *in, size_t n, struct ob
 			while (j < n && in[j] != '\r' && in[j] != '\n')
 				j++;
 			size_t take = j - i;
-			if (take > obuf_room(out))
-				take = obuf_room(out);
+			if (take > obuf_room(out)) take = obuf_room(out);
 			obuf_put(out, in + i, take);
 			i += take;
-			if (i < j || i == n)
-				break;
+			if (i < j || i == n) break;
 		}
-		if (obuf_room(out) < 3)
-			break;
+		if (obuf_room(out) < 3) break;
 		char c = in[i++];
 		if (st->state == SF_CR) {
 			obuf_put(out, "\n", 1);
 			st->state = SF_BOL;
-			if (c == '\n')
-				continue;
+			if (c == '\n') continue;
 		}
 		if (c == '\r') {
 			obuf_put(out, "\r", 1);
@@ -135,19 +134,16 @@ long smtpc_xtext_encode(const char *p, size_t n, char *out, size_t cap)
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)p[i];
 		if (c >= 33 && c <= 126 && c != '+' && c != '=') {
-			if (o + 1 >= cap)
-				return -1;
+			if (o + 1 >= cap) return -1;
 			out[o++] = (char)c;
 		} else {
-			if (o + 3 >= cap)
-				return -1;
+			if (o + 3 >= cap) return -1;
 			out[o++] = '+';
 			out[o++] = hex[c >> 4];
 			out[o++] = hex[c & 15];
 		}
 	}
-	if (o >= cap)
-		return -1;
+	if (o >= cap) return -1;
 	out[o] = '\0';
 	return (long)o;
 }
@@ -155,8 +151,7 @@ long smtpc_xtext_encode(const char *p, size_t n, char *out, size_t cap)
 static bool nonascii(const char *p)
 {
 	for (; *p; p++)
-		if ((unsigned char)*p >= 0x80)
-			return true;
+		if ((unsigned char)*p >= 0x80) return true;
 	return false;
 }
 
@@ -167,27 +162,19 @@ static bool nonascii(const char *p)
 static bool path_ok(const char *p)
 {
 	size_t n = strlen(p);
-	if (n > SMTP_PATH_MAX - 2)
-		return false;
+	if (n > SMTP_PATH_MAX - 2) return false;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)p[i];
-		if (c < 0x20 || c == 0x7f || c == '<' || c == '>')
-			return false;
+		if (c < 0x20 || c == 0x7f || c == '<' || c == '>') return false;
 	}
 	return true;
 }
 
 static const char *const stage_names[] = {
-	[SMTPC_W_NONE] = "none",
-	[SMTPC_W_GREETING] = "greeting",
-	[SMTPC_W_EHLO] = "EHLO",
-	[SMTPC_W_STARTTLS] = "STARTTLS",
-	[SMTPC_W_MAIL] = "MAIL FROM",
-	[SMTPC_W_RCPT] = "RCPT TO",
-	[SMTPC_W_DATA] = "DATA",
-	[SMTPC_W_BODY] = "message data",
-	[SMTPC_W_DOT] = "end of data",
-	[SMTPC_W_QUIT] = "QUIT",
+    [SMTPC_W_NONE] = "none",	     [SMTPC_W_GREETING] = "greeting", [SMTPC_W_EHLO] = "EHLO",
+    [SMTPC_W_STARTTLS] = "STARTTLS", [SMTPC_W_MAIL] = "MAIL FROM",    [SMTPC_W_RCPT] = "RCPT TO",
+    [SMTPC_W_DATA] = "DATA",	     [SMTPC_W_BODY] = "message data", [SMTPC_W_DOT] = "end of data",
+    [SMTPC_W_QUIT] = "QUIT",
 };
 
 const char *smtpc_stage_name(enum smtpc_wait w)
@@ -197,10 +184,9 @@ const char *smtpc_stage_name(enum smtpc_wait w)
 
 /* RFC 5321 4.5.3.2 */
 static const unsigned wait_seconds[] = {
-	[SMTPC_W_NONE] = 0,       [SMTPC_W_GREETING] = 300, [SMTPC_W_EHLO] = 300,
-	[SMTPC_W_STARTTLS] = 300, [SMTPC_W_MAIL] = 300,     [SMTPC_W_RCPT] = 300,
-	[SMTPC_W_DATA] = 120,     [SMTPC_W_BODY] = 180,     [SMTPC_W_DOT] = 600,
-	[SMTPC_W_QUIT] = 60,
+    [SMTPC_W_NONE] = 0,	  [SMTPC_W_GREETING] = 300, [SMTPC_W_EHLO] = 300, [SMTPC_W_STARTTLS] = 300,
+    [SMTPC_W_MAIL] = 300, [SMTPC_W_RCPT] = 300,	    [SMTPC_W_DATA] = 120, [SMTPC_W_BODY] = 180,
+    [SMTPC_W_DOT] = 600,  [SMTPC_W_QUIT] = 60,
 };
 
 static void set_wait(struct smtpc_session *s, enum smtpc_wait w)
@@ -209,7 +195,10 @@ static void set_wait(struct smtpc_session *s, enum smtpc_wait w)
 	s->wait_seq++;
 }
 
-static bool room(const struct obuf *out) { return obuf_room(out) >= SMTPC_CMD_ROOM; }
+static bool room(const struct obuf *out)
+{
+	return obuf_room(out) >= SMTPC_CMD_ROOM;
+}
 
 /* ------------------------------------------------------------------ */
 /* results */
@@ -217,15 +206,13 @@ static bool room(const struct obuf *out) { return obuf_room(out) >= SMTPC_CMD_RO
 static void decide(struct smtpc_session *s, struct smtpc_rcpt *r, enum smtpc_result res,
 		   unsigned code, const char *status, enum smtpc_wait stage, const char *diag)
 {
-	if (r->result != SMTPC_PENDING)
-		return;
+	if (r->result != SMTPC_PENDING) return;
 	r->result = (uint8_t)res;
 	r->code = (uint16_t)code;
 	r->stage = (uint8_t)stage;
 	snprintf(r->status, sizeof r->status, "%s", status);
 	snprintf(r->diag, sizeof r->diag, "%s", diag);
-	if (res == SMTPC_TEMP && !s->mail_answered)
-		s->try_next_mx = true;
+	if (res == SMTPC_TEMP && !s->mail_answered) s->try_next_mx = true;
 }
 
 static enum smtpc_result by_class(unsigned code)
@@ -240,8 +227,7 @@ static void decide_all_reply(struct smtpc_session *s, enum smtpc_result res, enu
 {
 	for (unsigned i = 0; i < s->msg->nrcpt; i++) {
 		struct smtpc_rcpt *r = &s->msg->rcpt[i];
-		if (only_accepted && !(r->priv & RF_ACCEPTED))
-			continue;
+		if (only_accepted && !(r->priv & RF_ACCEPTED)) continue;
 		decide(s, r, res, s->code, s->status, stage, s->reply);
 	}
 }
@@ -263,8 +249,7 @@ static void decide_all_local(struct smtpc_session *s, enum smtpc_result res, con
 bool smtpc_done(const struct smtpc_session *s)
 {
 	for (unsigned i = 0; i < s->msg->nrcpt; i++)
-		if (s->msg->rcpt[i].result == SMTPC_PENDING)
-			return false;
+		if (s->msg->rcpt[i].result == SMTPC_PENDING) return false;
 	return true;
 }
 
@@ -290,7 +275,10 @@ static enum smtpc_req closing(struct smtpc_session *s)
 	return close_now(s);
 }
 
-static void quit(struct smtpc_session *s) { s->want = CMD_QUIT; }
+static void quit(struct smtpc_session *s)
+{
+	s->want = CMD_QUIT;
+}
 
 /* ------------------------------------------------------------------ */
 /* commands */
@@ -299,12 +287,9 @@ static void put_mail(struct smtpc_session *s, struct obuf *out, bool utf8)
 {
 	const struct smtpc_msg *m = s->msg;
 	obuf_printf(out, "MAIL FROM:<%s>", m->from);
-	if (s->ext & SMTPC_EXT_SIZE)
-		obuf_printf(out, " SIZE=%llu", (unsigned long long)m->size);
-	if (m->body_8bit)
-		obuf_puts(out, " BODY=8BITMIME");
-	if (utf8)
-		obuf_puts(out, " SMTPUTF8");
+	if (s->ext & SMTPC_EXT_SIZE) obuf_printf(out, " SIZE=%llu", (unsigned long long)m->size);
+	if (m->body_8bit) obuf_puts(out, " BODY=8BITMIME");
+	if (utf8) obuf_puts(out, " SMTPUTF8");
 	if (s->ext & SMTPC_EXT_DSN) {
 		if (m->ret == SMTP_RET_FULL)
 			obuf_puts(out, " RET=FULL");
@@ -351,8 +336,8 @@ static void put_rcpt(struct smtpc_session *s, struct obuf *out, const struct smt
 					(c >= '0' && c <= '9') || c == '-';
 			}
 			char x[501];
-			if (atom && smtpc_xtext_encode(semi + 1, strlen(semi + 1), x,
-						       sizeof x - t - 1) > 0)
+			if (atom &&
+			    smtpc_xtext_encode(semi + 1, strlen(semi + 1), x, sizeof x - t - 1) > 0)
 				obuf_printf(out, " ORCPT=%.*s;%s", (int)t, r->orcpt, x);
 		}
 	}
@@ -361,10 +346,8 @@ static void put_rcpt(struct smtpc_session *s, struct obuf *out, const struct smt
 
 static bool tx_utf8(const struct smtpc_session *s)
 {
-	if (!(s->ext & SMTPC_EXT_SMTPUTF8))
-		return false;
-	if (s->msg->smtputf8 || nonascii(s->msg->from))
-		return true;
+	if (!(s->ext & SMTPC_EXT_SMTPUTF8)) return false;
+	if (s->msg->smtputf8 || nonascii(s->msg->from)) return true;
 	for (unsigned i = 0; i < s->msg->nrcpt; i++)
 		if (s->msg->rcpt[i].result == SMTPC_PENDING && nonascii(s->msg->rcpt[i].addr))
 			return true;
@@ -386,10 +369,8 @@ static bool tx_send(struct smtpc_session *s, struct obuf *out)
 	int n = (int)s->msg->nrcpt;
 	bool pipe = s->ext & SMTPC_EXT_PIPELINING;
 	for (skip_decided(s); s->send_cur < n && !s->mail_code; skip_decided(s)) {
-		if (!pipe && s->outstanding)
-			return true;
-		if (!room(out))
-			return false;
+		if (!pipe && s->outstanding) return true;
+		if (!room(out)) return false;
 		if (s->send_cur < 0) {
 			put_mail(s, out, tx_utf8(s));
 		} else {
@@ -407,12 +388,9 @@ static bool tx_send(struct smtpc_session *s, struct obuf *out)
 /* Writes the command owed, if any. false: stalled on the obuf. */
 static bool owe(struct smtpc_session *s, struct obuf *out)
 {
-	if (s->want == CMD_NONE)
-		return true;
-	if (s->want == CMD_TX)
-		return tx_send(s, out);
-	if (!room(out))
-		return false;
+	if (s->want == CMD_NONE) return true;
+	if (s->want == CMD_TX) return tx_send(s, out);
+	if (!room(out)) return false;
 	switch (s->want) {
 	case CMD_EHLO:
 		obuf_printf(out, "EHLO %s\r\n", s->pol->hostname);
@@ -461,8 +439,9 @@ static void start_tx(struct smtpc_session *s)
 	if (!path_ok(m->from)) {
 		decide_all_local(s, SMTPC_PERM, "5.1.7", "malformed sender address in the queue");
 	} else if ((m->smtputf8 || nonascii(m->from)) && !utf8) {
-		decide_all_local(s, SMTPC_PERM, "5.6.7",
-				 "the message needs SMTPUTF8, which the remote server does not offer");
+		decide_all_local(
+		    s, SMTPC_PERM, "5.6.7",
+		    "the message needs SMTPUTF8, which the remote server does not offer");
 	} else if (m->body_8bit && !(s->ext & SMTPC_EXT_8BITMIME)) {
 		decide_all_local(s, SMTPC_PERM, "5.6.3",
 				 "8-bit message, and the remote server does not offer 8BITMIME");
@@ -507,10 +486,8 @@ static void after_hello(struct smtpc_session *s)
 static enum smtpc_req tx_reply(struct smtpc_session *s)
 {
 	unsigned c = s->code;
-	if (c == 421)
-		return closing(s);
-	if (c < 400 && c >= 300)
-		return protocol_error(s, "unexpected 3xx reply to MAIL or RCPT");
+	if (c == 421) return closing(s);
+	if (c < 400 && c >= 300) return protocol_error(s, "unexpected 3xx reply to MAIL or RCPT");
 	if (s->reply_cur < 0) {
 		s->mail_answered = true;
 		s->reply_cur = 0;
@@ -526,8 +503,7 @@ static enum smtpc_req tx_reply(struct smtpc_session *s)
 		int i = s->reply_cur;
 		while (i < n && !(s->msg->rcpt[i].priv & RF_SENT))
 			i++;
-		if (i == n)
-			return protocol_error(s, "more replies than commands");
+		if (i == n) return protocol_error(s, "more replies than commands");
 		s->reply_cur = i + 1;
 		struct smtpc_rcpt *r = &s->msg->rcpt[i];
 		if (!s->mail_ok) {
@@ -539,15 +515,13 @@ static enum smtpc_req tx_reply(struct smtpc_session *s)
 			decide(s, r, by_class(c), c, s->status, SMTPC_W_RCPT, s->reply);
 		}
 	}
-	if (s->outstanding)
-		set_wait(s, SMTPC_W_RCPT);
+	if (s->outstanding) set_wait(s, SMTPC_W_RCPT);
 	skip_decided(s);
 	if (s->send_cur < (int)s->msg->nrcpt && !s->mail_code) {
 		s->want = CMD_TX;
 		return SMTPC_REQ_NONE;
 	}
-	if (s->outstanding)
-		return SMTPC_REQ_NONE;
+	if (s->outstanding) return SMTPC_REQ_NONE;
 	/* every reply is in */
 	if (s->mail_code) {
 		for (unsigned i = 0; i < s->msg->nrcpt; i++)
@@ -566,13 +540,11 @@ static enum smtpc_req tx_reply(struct smtpc_session *s)
 static enum smtpc_req on_reply(struct smtpc_session *s)
 {
 	unsigned c = s->code;
-	if (s->outstanding == 0)
-		return protocol_error(s, "unexpected reply");
+	if (s->outstanding == 0) return protocol_error(s, "unexpected reply");
 	s->outstanding--;
 	switch (s->state) {
 	case ST_GREETING:
-		if (c == 421)
-			return closing(s);
+		if (c == 421) return closing(s);
 		if (c == 220) {
 			s->want = CMD_EHLO;
 		} else if (c >= 400) {
@@ -584,8 +556,7 @@ static enum smtpc_req on_reply(struct smtpc_session *s)
 		return SMTPC_REQ_NONE;
 	case ST_EHLO:
 	case ST_HELO:
-		if (c == 421)
-			return closing(s);
+		if (c == 421) return closing(s);
 		if (c < 300) {
 			s->esmtp = s->state == ST_EHLO;
 			s->ext = s->esmtp ? s->ext_new : 0;
@@ -601,15 +572,13 @@ static enum smtpc_req on_reply(struct smtpc_session *s)
 		}
 		return SMTPC_REQ_NONE;
 	case ST_STARTTLS:
-		if (c == 421)
-			return closing(s);
+		if (c == 421) return closing(s);
 		if (c == 220) {
 			s->state = ST_TLS;
 			set_wait(s, SMTPC_W_STARTTLS);
 			return SMTPC_REQ_STARTTLS;
 		}
-		if (c < 400)
-			return protocol_error(s, "unexpected reply to STARTTLS");
+		if (c < 400) return protocol_error(s, "unexpected reply to STARTTLS");
 		if (s->pol->tls == SMTPC_TLS_REQUIRED) {
 			decide_all_local(s, SMTPC_TEMP, "4.7.4",
 					 "TLS is required, but STARTTLS was refused: %s", s->reply);
@@ -618,19 +587,16 @@ static enum smtpc_req on_reply(struct smtpc_session *s)
 			start_tx(s); /* opportunistic: go on in plaintext */
 		}
 		return SMTPC_REQ_NONE;
-	case ST_TX:
-		return tx_reply(s);
+	case ST_TX: return tx_reply(s);
 	case ST_DATA:
-		if (c == 421)
-			return closing(s);
+		if (c == 421) return closing(s);
 		if (c >= 300 && c < 400) {
 			s->state = ST_BODY;
 			smtpc_stuff_init(&s->stuff);
 			set_wait(s, SMTPC_W_BODY);
 			return SMTPC_REQ_BODY;
 		}
-		if (c < 300)
-			return protocol_error(s, "unexpected 2xx reply to DATA");
+		if (c < 300) return protocol_error(s, "unexpected 2xx reply to DATA");
 		decide_all_reply(s, by_class(c), SMTPC_W_DATA, true);
 		quit(s);
 		return SMTPC_REQ_NONE;
@@ -638,21 +604,21 @@ static enum smtpc_req on_reply(struct smtpc_session *s)
 		if (c >= 300 && c < 400)
 			return protocol_error(s, "unexpected 3xx reply to the end of data");
 		decide_all_reply(s, by_class(c), SMTPC_W_DOT, true);
-		if (c == 421)
-			return close_now(s);
+		if (c == 421) return close_now(s);
 		quit(s);
 		return SMTPC_REQ_NONE;
-	case ST_QUIT:
-		return close_now(s);
-	default:
-		return protocol_error(s, "reply in an unexpected state");
+	case ST_QUIT: return close_now(s);
+	default: return protocol_error(s, "reply in an unexpected state");
 	}
 }
 
 /* ------------------------------------------------------------------ */
 /* reading replies */
 
-static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+static bool is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
 
 /* One EHLO keyword line (RFC 5321 4.1.1.1): ehlo-keyword *(SP ehlo-param). */
 static void ehlo_line(struct smtpc_session *s, const char *p, size_t n)
@@ -664,14 +630,17 @@ static void ehlo_line(struct smtpc_session *s, const char *p, size_t n)
 		const char *kw;
 		uint32_t bit;
 	} kws[] = {
-		{"PIPELINING", SMTPC_EXT_PIPELINING}, {"SIZE", SMTPC_EXT_SIZE},
-		{"STARTTLS", SMTPC_EXT_STARTTLS},     {"DSN", SMTPC_EXT_DSN},
-		{"8BITMIME", SMTPC_EXT_8BITMIME},     {"SMTPUTF8", SMTPC_EXT_SMTPUTF8},
-		{"CHUNKING", SMTPC_EXT_CHUNKING},     {"ENHANCEDSTATUSCODES", SMTPC_EXT_ENHANCEDSTATUSCODES},
+	    {"PIPELINING", SMTPC_EXT_PIPELINING},
+	    {"SIZE", SMTPC_EXT_SIZE},
+	    {"STARTTLS", SMTPC_EXT_STARTTLS},
+	    {"DSN", SMTPC_EXT_DSN},
+	    {"8BITMIME", SMTPC_EXT_8BITMIME},
+	    {"SMTPUTF8", SMTPC_EXT_SMTPUTF8},
+	    {"CHUNKING", SMTPC_EXT_CHUNKING},
+	    {"ENHANCEDSTATUSCODES", SMTPC_EXT_ENHANCEDSTATUSCODES},
 	};
 	for (unsigned i = 0; i < sizeof kws / sizeof kws[0]; i++) {
-		if (strlen(kws[i].kw) != k || strncasecmp(p, kws[i].kw, k) != 0)
-			continue;
+		if (strlen(kws[i].kw) != k || strncasecmp(p, kws[i].kw, k) != 0) continue;
 		s->ext_new |= kws[i].bit;
 		if (kws[i].bit == SMTPC_EXT_SIZE) {
 			/* RFC 1870 4: "SIZE" [SP number]; 0 or none = no limit stated */
@@ -713,15 +682,14 @@ static void parse_status(struct smtpc_session *s, const char *p, size_t n)
 	if (ok)
 		snprintf(s->status, sizeof s->status, "%.*s", (int)i, p);
 	else
-		snprintf(s->status, sizeof s->status, "%u.0.0", s->code / 100);
+		snprintf(s->status, sizeof s->status, "%u.0.0", (unsigned)s->code / 100);
 }
 
 /* Appends a reply line to the joined text, printable ASCII only. */
 static void join_line(struct smtpc_session *s, const char *p, size_t n)
 {
 	size_t o = s->replylen;
-	if (o && o + 1 < sizeof s->reply)
-		s->reply[o++] = ' ';
+	if (o && o + 1 < sizeof s->reply) s->reply[o++] = ' ';
 	for (size_t i = 0; i < n && o + 1 < sizeof s->reply; i++) {
 		unsigned char c = (unsigned char)p[i];
 		s->reply[o++] = c == '\t' ? ' ' : c < 0x20 || c >= 0x7f ? '?' : (char)c;
@@ -737,12 +705,10 @@ static enum smtpc_req line_done(struct smtpc_session *s)
 	const char *p = s->line;
 	s->linelen = 0;
 	n--; /* LF */
-	if (n && p[n - 1] == '\r')
-		n--;
+	if (n && p[n - 1] == '\r') n--;
 	if (n < 3 || p[0] < '2' || p[0] > '5' || p[1] < '0' || p[1] > '5' || !is_digit(p[2]))
 		return protocol_error(s, "malformed reply line");
-	if (n > 3 && p[3] != ' ' && p[3] != '-')
-		return protocol_error(s, "malformed reply line");
+	if (n > 3 && p[3] != ' ' && p[3] != '-') return protocol_error(s, "malformed reply line");
 	unsigned code = (unsigned)((p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0'));
 	if (s->nlines == 0) {
 		s->code = (uint16_t)code;
@@ -800,8 +766,7 @@ enum smtpc_req smtpc_feed(struct smtpc_session *s, const char *in, size_t n, siz
 		return close_now(s);
 	}
 	while (owe(s, out)) {
-		if (*used == n || !room(out))
-			return SMTPC_REQ_NONE;
+		if (*used == n || !room(out)) return SMTPC_REQ_NONE;
 		const char *p = in + *used;
 		size_t left = n - *used;
 		const char *lf = memchr(p, '\n', left);
@@ -815,21 +780,17 @@ enum smtpc_req smtpc_feed(struct smtpc_session *s, const char *in, size_t n, siz
 		memcpy(s->line + s->linelen, p, take);
 		s->linelen = (uint16_t)(s->linelen + take);
 		*used += take;
-		if (!lf)
-			return SMTPC_REQ_NONE;
+		if (!lf) return SMTPC_REQ_NONE;
 		enum smtpc_req r = line_done(s);
-		if (r == SMTPC_REQ_CLOSE)
-			*used = n;
-		if (r != SMTPC_REQ_NONE)
-			return r;
+		if (r == SMTPC_REQ_CLOSE) *used = n;
+		if (r != SMTPC_REQ_NONE) return r;
 	}
 	return SMTPC_REQ_NONE;
 }
 
 size_t smtpc_body(struct smtpc_session *s, const char *in, size_t n, struct obuf *out)
 {
-	if (s->state != ST_BODY)
-		return 0;
+	if (s->state != ST_BODY) return 0;
 	return smtpc_stuff(&s->stuff, in, n, out);
 }
 
@@ -864,10 +825,8 @@ enum smtpc_req smtpc_complete(struct smtpc_session *s, enum smtpc_req req, int r
 enum smtpc_wait smtpc_wait(const struct smtpc_session *s, unsigned *seconds, uint32_t *seq)
 {
 	enum smtpc_wait w = s->state == ST_CLOSED ? SMTPC_W_NONE : (enum smtpc_wait)s->wait;
-	if (seconds)
-		*seconds = wait_seconds[w];
-	if (seq)
-		*seq = s->wait_seq;
+	if (seconds) *seconds = wait_seconds[w];
+	if (seq) *seq = s->wait_seq;
 	return w;
 }
 
@@ -877,9 +836,11 @@ enum smtpc_req smtpc_timeout(struct smtpc_session *s)
 		if (s->wait == SMTPC_W_BODY)
 			decide_all_local(s, SMTPC_TEMP, "4.4.2", "timeout sending the message");
 		else if (s->wait == SMTPC_W_GREETING)
-			decide_all_local(s, SMTPC_TEMP, "4.4.2", "timeout waiting for the greeting");
+			decide_all_local(s, SMTPC_TEMP, "4.4.2",
+					 "timeout waiting for the greeting");
 		else
-			decide_all_local(s, SMTPC_TEMP, "4.4.2", "timeout waiting for the reply to %s",
+			decide_all_local(s, SMTPC_TEMP, "4.4.2",
+					 "timeout waiting for the reply to %s",
 					 smtpc_stage_name((enum smtpc_wait)s->wait));
 	}
 	return close_now(s);

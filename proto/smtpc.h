@@ -58,7 +58,9 @@
  * decided locally), status its RFC 3463 code (from the reply if it carries
  * one, else derived from the reply code), diag the full reply text, lines
  * joined with one space, or the local reason. stage says which command drew
- * the reply, for "in reply to ..." in logs and DSNs.
+ * the reply, for "in reply to ..." in logs and DSNs. A recipient DELIVERED to
+ * a server that did not offer DSN (!(ext & SMTPC_EXT_DSN)) was "relayed" in
+ * the sense of RFC 3461 5.2.2. The obuf must hold at least SMTPC_CMD_ROOM.
  */
 #ifndef MPB_SMTPC_H
 #define MPB_SMTPC_H
@@ -81,8 +83,8 @@
 
 enum smtpc_tls {
 	SMTPC_TLS_OPPORTUNISTIC, /* STARTTLS when offered; plaintext otherwise */
-	SMTPC_TLS_REQUIRED,      /* no STARTTLS offered or refused: temporary failure */
-	SMTPC_TLS_NONE,          /* never */
+	SMTPC_TLS_REQUIRED,	 /* no STARTTLS offered or refused: temporary failure */
+	SMTPC_TLS_NONE,		 /* never */
 };
 
 struct smtpc_policy {
@@ -91,37 +93,37 @@ struct smtpc_policy {
 };
 
 enum smtpc_result {
-	SMTPC_PENDING,   /* undecided (private: ACCEPTED too, until the end of data) */
+	SMTPC_PENDING,	 /* undecided (private: ACCEPTED too, until the end of data) */
 	SMTPC_DELIVERED, /* 2xx to the end of data */
-	SMTPC_TEMP,      /* retry later */
-	SMTPC_PERM,      /* give up: DSN */
+	SMTPC_TEMP,	 /* retry later */
+	SMTPC_PERM,	 /* give up: DSN */
 };
 
 /* What the machine waits for; also the stage of a result. */
 enum smtpc_wait {
-	SMTPC_W_NONE,     /* nothing (closed, or between a request and its completion) */
+	SMTPC_W_NONE,	  /* nothing (closed, or between a request and its completion) */
 	SMTPC_W_GREETING, /* 5 min */
-	SMTPC_W_EHLO,     /* EHLO or HELO: 5 min (as MAIL) */
+	SMTPC_W_EHLO,	  /* EHLO or HELO: 5 min (as MAIL) */
 	SMTPC_W_STARTTLS, /* the STARTTLS reply, then the handshake: 5 min */
-	SMTPC_W_MAIL,     /* 5 min */
-	SMTPC_W_RCPT,     /* 5 min */
-	SMTPC_W_DATA,     /* DATA initiation: 2 min */
-	SMTPC_W_BODY,     /* each data block sent: 3 min */
-	SMTPC_W_DOT,      /* DATA termination: 10 min */
-	SMTPC_W_QUIT,     /* 1 min; nothing is pending by then */
+	SMTPC_W_MAIL,	  /* 5 min */
+	SMTPC_W_RCPT,	  /* 5 min */
+	SMTPC_W_DATA,	  /* DATA initiation: 2 min */
+	SMTPC_W_BODY,	  /* each data block sent: 3 min */
+	SMTPC_W_DOT,	  /* DATA termination: 10 min */
+	SMTPC_W_QUIT,	  /* 1 min; nothing is pending by then */
 };
 
 struct smtpc_rcpt {
 	/* in: set by the core */
 	const char *addr;  /* without <> */
 	const char *orcpt; /* "addr-type;decoded value" (as smtp_rcpt.orcpt), or NULL */
-	uint8_t notify;    /* SMTP_NOTIFY_* bits, 0 = not given */
+	uint8_t notify;	   /* SMTP_NOTIFY_* bits, 0 = not given */
 	/* out: set by the machine */
-	uint8_t result;    /* enum smtpc_result */
-	uint8_t stage;     /* enum smtpc_wait: the command that drew the reply */
-	uint8_t priv;      /* private to smtpc.c */
-	uint16_t code;     /* remote reply code; 0 = decided locally */
-	char status[16];   /* "5.1.1" */
+	uint8_t result;	 /* enum smtpc_result */
+	uint8_t stage;	 /* enum smtpc_wait: the command that drew the reply */
+	uint8_t priv;	 /* private to smtpc.c */
+	uint16_t code;	 /* remote reply code; 0 = decided locally */
+	char status[16]; /* "5.1.1" */
 	char diag[SMTPC_DIAG_MAX];
 };
 
@@ -131,9 +133,9 @@ struct smtpc_msg {
 	const char *from;  /* "" for <> */
 	const char *envid; /* decoded ENVID, or NULL */
 	enum smtp_ret ret;
-	uint64_t size;     /* the queued file's size: SIZE= (RFC 1870) */
-	bool body_8bit;    /* needs BODY=8BITMIME (RFC 6152) */
-	bool smtputf8;     /* needs SMTPUTF8 (RFC 6531), besides any non-ASCII address */
+	uint64_t size;	/* the queued file's size: SIZE= (RFC 1870) */
+	bool body_8bit; /* needs BODY=8BITMIME (RFC 6152) */
+	bool smtputf8;	/* needs SMTPUTF8 (RFC 6531), besides any non-ASCII address */
 	struct smtpc_rcpt *rcpt;
 	unsigned nrcpt;
 };
@@ -173,27 +175,27 @@ void smtpc_stuff_end(struct smtpc_stuffer *st, struct obuf *out);
 struct smtpc_session {
 	const struct smtpc_policy *pol;
 	struct smtpc_msg *msg;
-	uint32_t ext;          /* SMTPC_EXT_* */
-	uint64_t remote_size;  /* SIZE n; 0 = no limit stated */
-	bool tls;              /* set by smtpc_complete(STARTTLS, 0) */
-	bool esmtp;            /* EHLO was accepted (not HELO) */
+	uint32_t ext;	      /* SMTPC_EXT_* */
+	uint64_t remote_size; /* SIZE n; 0 = no limit stated */
+	bool tls;	      /* set by smtpc_complete(STARTTLS, 0) */
+	bool esmtp;	      /* EHLO was accepted (not HELO) */
 	/* True when the failure concerned the host rather than the message
 	 * (no greeting, EHLO refused, TLS, timeout or lost connection before
 	 * MAIL was answered): RFC 5321 5.1 says try the next MX host. */
 	bool try_next_mx;
 	/* private: see smtpc.c */
 	uint8_t state;
-	uint8_t wait;          /* enum smtpc_wait */
-	uint8_t want;          /* the command owed, written when the obuf has room */
+	uint8_t wait; /* enum smtpc_wait */
+	uint8_t want; /* the command owed, written when the obuf has room */
 	bool mail_answered;
 	bool mail_ok;
 	uint32_t wait_seq;
-	uint32_t outstanding;  /* commands written, replies not yet read */
-	int send_cur;          /* -1 = MAIL, i = rcpt[i], nrcpt = all sent */
-	int reply_cur;         /* same, for the next reply */
+	uint32_t outstanding; /* commands written, replies not yet read */
+	int send_cur;	      /* -1 = MAIL, i = rcpt[i], nrcpt = all sent */
+	int reply_cur;	      /* same, for the next reply */
 	unsigned naccepted;
 	struct smtpc_stuffer stuff;
-	uint16_t mail_code;    /* a refused MAIL: its reply decides every recipient */
+	uint16_t mail_code; /* a refused MAIL: its reply decides every recipient */
 	char mail_status[16];
 	/* the reply being read */
 	uint16_t code;
@@ -202,9 +204,9 @@ struct smtpc_session {
 	uint32_t nlines;
 	uint32_t ext_new;
 	uint64_t size_new;
-	char status[16];       /* of the reply being read */
+	char status[16]; /* of the reply being read */
 	char line[SMTPC_LINE_MAX + 1];
-	char reply[SMTPC_DIAG_MAX];     /* the current reply, lines joined */
+	char reply[SMTPC_DIAG_MAX]; /* the current reply, lines joined */
 	char mail_reply[SMTPC_DIAG_MAX];
 };
 

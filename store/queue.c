@@ -40,11 +40,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <limits.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,8 +55,7 @@
 int queue_strset(char **field, const char *value)
 {
 	char *c = NULL;
-	if (value && !(c = strdup(value)))
-		return -ENOMEM;
+	if (value && !(c = strdup(value))) return -ENOMEM;
 	free(*field);
 	*field = c;
 	return 0;
@@ -65,8 +64,7 @@ int queue_strset(char **field, const char *value)
 int queue_add_rcpt(struct queue_entry *e, const char *addr, const char *orcpt, uint8_t notify)
 {
 	struct queue_rcpt *v = realloc(e->rcpt, (e->nrcpt + 1) * sizeof *v);
-	if (!v)
-		return -ENOMEM;
+	if (!v) return -ENOMEM;
 	e->rcpt = v;
 	struct queue_rcpt *r = &v[e->nrcpt];
 	memset(r, 0, sizeof *r);
@@ -118,8 +116,7 @@ struct sbuf {
 
 static void sb_put(struct sbuf *b, const char *p, size_t n)
 {
-	if (b->oom)
-		return;
+	if (b->oom) return;
 	if (b->len + n + 1 > b->cap) {
 		size_t cap = (b->len + n + 1) * 2;
 		char *q = realloc(b->p, cap);
@@ -135,7 +132,10 @@ static void sb_put(struct sbuf *b, const char *p, size_t n)
 	b->p[b->len] = '\0';
 }
 
-static void sb_str(struct sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+static void sb_str(struct sbuf *b, const char *s)
+{
+	sb_put(b, s, strlen(s));
+}
 
 static void sb_num(struct sbuf *b, const char *key, long long v)
 {
@@ -155,8 +155,7 @@ static void sb_unum(struct sbuf *b, const char *key, unsigned long long v)
 static void sb_kv(struct sbuf *b, const char *key, const char *v)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	if (!v)
-		return;
+	if (!v) return;
 	sb_str(b, key);
 	sb_put(b, " ", 1);
 	for (const unsigned char *s = (const unsigned char *)v; *s; s++) {
@@ -184,8 +183,7 @@ char *queue_format(const struct queue_entry *e, size_t *len)
 	sb_unum(&b, "size", e->size);
 	sb_kv(&b, "from", e->from ? e->from : "");
 	sb_kv(&b, "envid", e->envid);
-	if (e->ret < 3)
-		sb_kv(&b, "ret", ret_names[e->ret]);
+	if (e->ret < 3) sb_kv(&b, "ret", ret_names[e->ret]);
 	sb_kv(&b, "body", body_names[e->body < 3 ? e->body : 0]);
 	sb_unum(&b, "smtputf8", e->smtputf8);
 	sb_kv(&b, "auth", e->auth_domain);
@@ -216,36 +214,50 @@ char *queue_format(const struct queue_entry *e, size_t *len)
 /* parsing */
 
 enum {
-	K_ID, K_ARRIVAL, K_NEXT, K_SIZE, K_FROM, K_ENVID, K_RET, K_BODY, K_SMTPUTF8, K_AUTH,
+	K_ID,
+	K_ARRIVAL,
+	K_NEXT,
+	K_SIZE,
+	K_FROM,
+	K_ENVID,
+	K_RET,
+	K_BODY,
+	K_SMTPUTF8,
+	K_AUTH,
 	K_RCPTS,
 	/* per recipient */
-	K_RCPT, K_ORCPT, K_NOTIFY, K_STATE, K_ATTEMPTS, K_FLAGS, K_LAST, K_STATUS, K_REMOTE,
+	K_RCPT,
+	K_ORCPT,
+	K_NOTIFY,
+	K_STATE,
+	K_ATTEMPTS,
+	K_FLAGS,
+	K_LAST,
+	K_STATUS,
+	K_REMOTE,
 	K_REPLY,
-	K_END, K_COUNT
+	K_END,
+	K_COUNT
 };
 
 static const char *const key_names[K_COUNT] = {
-	"id",     "arrival", "next",     "size",  "from",   "envid",  "ret",
-	"body",   "smtputf8", "auth",    "rcpts", "rcpt",   "orcpt",  "notify",
-	"state",  "attempts", "flags",   "last",  "status", "remote", "reply",
-	"end",
+    "id",	"arrival", "next",   "size",   "from",	"envid",  "ret",   "body",
+    "smtputf8", "auth",	   "rcpts",  "rcpt",   "orcpt", "notify", "state", "attempts",
+    "flags",	"last",	   "status", "remote", "reply", "end",
 };
 
-#define ENTRY_REQUIRED                                                                     \
-	((1u << K_ID) | (1u << K_ARRIVAL) | (1u << K_NEXT) | (1u << K_SIZE) | (1u << K_FROM) | \
+#define ENTRY_REQUIRED                                                                             \
+	((1u << K_ID) | (1u << K_ARRIVAL) | (1u << K_NEXT) | (1u << K_SIZE) | (1u << K_FROM) |     \
 	 (1u << K_BODY) | (1u << K_SMTPUTF8) | (1u << K_RCPTS))
-#define RCPT_REQUIRED                                                                      \
-	((1u << K_RCPT) | (1u << K_NOTIFY) | (1u << K_STATE) | (1u << K_ATTEMPTS) |        \
+#define RCPT_REQUIRED                                                                              \
+	((1u << K_RCPT) | (1u << K_NOTIFY) | (1u << K_STATE) | (1u << K_ATTEMPTS) |                \
 	 (1u << K_FLAGS) | (1u << K_LAST))
 
 static int hexval(char c)
 {
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
+	if (c >= '0' && c <= '9') return c - '0';
+	if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+	if (c >= 'a' && c <= 'f') return c - 'a' + 10;
 	return -1;
 }
 
@@ -262,11 +274,9 @@ static char *unescape(const char *v, size_t n, bool *oom)
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)v[i];
 		if (c == '%') {
-			if (i + 2 >= n)
-				goto bad;
+			if (i + 2 >= n) goto bad;
 			int a = hexval(v[i + 1]), b = hexval(v[i + 2]);
-			if (a < 0 || b < 0 || (a == 0 && b == 0))
-				goto bad;
+			if (a < 0 || b < 0 || (a == 0 && b == 0)) goto bad;
 			o[k++] = (char)(a << 4 | b);
 			i += 2;
 		} else if (c > 0x20 && c < 0x7f) {
@@ -286,15 +296,12 @@ static bool parse_i64(const char *p, size_t n, int64_t *out)
 {
 	bool neg = n > 0 && p[0] == '-';
 	size_t i = neg;
-	if (i == n || n - i > 19)
-		return false;
+	if (i == n || n - i > 19) return false;
 	int64_t v = 0;
 	for (; i < n; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return false;
+		if (p[i] < '0' || p[i] > '9') return false;
 		int d = p[i] - '0';
-		if (v > (INT64_MAX - d) / 10)
-			return false;
+		if (v > (INT64_MAX - d) / 10) return false;
 		v = v * 10 + d;
 	}
 	*out = neg ? -v : v;
@@ -303,15 +310,12 @@ static bool parse_i64(const char *p, size_t n, int64_t *out)
 
 static bool parse_u64(const char *p, size_t n, uint64_t max, uint64_t *out)
 {
-	if (n == 0 || n > 20)
-		return false;
+	if (n == 0 || n > 20) return false;
 	uint64_t v = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return false;
+		if (p[i] < '0' || p[i] > '9') return false;
 		unsigned d = (unsigned)(p[i] - '0');
-		if (v > (max - d) / 10)
-			return false;
+		if (v > (max - d) / 10) return false;
 		v = v * 10 + d;
 	}
 	*out = v;
@@ -332,55 +336,44 @@ int queue_parse(const char *p, size_t n, struct queue_entry *e)
 	bool oom = false;
 	const char *end = p + n;
 	size_t vl = strlen(QUEUE_VERSION_LINE);
-	if (n < vl + 1 || memcmp(p, QUEUE_VERSION_LINE "\n", vl + 1) != 0)
-		return -EBADMSG;
+	if (n < vl + 1 || memcmp(p, QUEUE_VERSION_LINE "\n", vl + 1) != 0) return -EBADMSG;
 	p += vl + 1;
 	uint32_t seen = 0, rseen = 0;
 	uint64_t nrcpts = 0;
 	struct queue_rcpt *r = NULL;
 	bool ended = false;
 	while (p < end) {
-		if (ended)
-			goto bad; /* anything after "end" */
+		if (ended) goto bad; /* anything after "end" */
 		const char *lf = memchr(p, '\n', (size_t)(end - p));
-		if (!lf)
-			goto bad; /* cut short */
+		if (!lf) goto bad; /* cut short */
 		const char *sp = memchr(p, ' ', (size_t)(lf - p));
 		const char *kend = sp ? sp : lf;
 		int k = name_index(key_names, K_COUNT, p, (size_t)(kend - p));
 		const char *v = sp ? sp + 1 : lf;
 		size_t vn = (size_t)(lf - v);
 		p = lf + 1;
-		if (k < 0 || (k == K_END) != !sp)
-			goto bad;
+		if (k < 0 || (k == K_END) != !sp) goto bad;
 		if (k == K_END) {
-			if (r && (rseen & RCPT_REQUIRED) != RCPT_REQUIRED)
-				goto bad;
+			if (r && (rseen & RCPT_REQUIRED) != RCPT_REQUIRED) goto bad;
 			if ((seen & ENTRY_REQUIRED) != ENTRY_REQUIRED || e->nrcpt != nrcpts)
 				goto bad;
 			ended = true;
 			continue;
 		}
 		if (k == K_RCPT) {
-			if (!(seen & (1u << K_RCPTS)) || e->nrcpt >= nrcpts)
-				goto bad;
-			if (r && (rseen & RCPT_REQUIRED) != RCPT_REQUIRED)
-				goto bad;
+			if (!(seen & (1u << K_RCPTS)) || e->nrcpt >= nrcpts) goto bad;
+			if (r && (rseen & RCPT_REQUIRED) != RCPT_REQUIRED) goto bad;
 			char *a = unescape(v, vn, &oom);
-			if (!a)
-				goto bad;
+			if (!a) goto bad;
 			r = &e->rcpt[e->nrcpt++];
 			r->addr = a;
 			rseen = 1u << K_RCPT;
 			continue;
 		}
 		uint32_t *mask = k > K_RCPT ? &rseen : &seen;
-		if (k > K_RCPT && !r)
-			goto bad;
-		if (k < K_RCPT && r)
-			goto bad; /* envelope keys come before the recipients */
-		if (*mask & (1u << k))
-			goto bad;
+		if (k > K_RCPT && !r) goto bad;
+		if (k < K_RCPT && r) goto bad; /* envelope keys come before the recipients */
+		if (*mask & (1u << k)) goto bad;
 		*mask |= 1u << k;
 		uint64_t u;
 		int64_t t;
@@ -388,8 +381,7 @@ int queue_parse(const char *p, size_t n, struct queue_entry *e)
 		char **str = NULL;
 		switch (k) {
 		case K_ID:
-			if (vn == 0 || vn >= QUEUE_ID_MAX)
-				goto bad;
+			if (vn == 0 || vn >= QUEUE_ID_MAX) goto bad;
 			memcpy(e->id, v, vn);
 			e->id[vn] = '\0';
 			for (size_t i = 0; i < vn; i++)
@@ -397,39 +389,32 @@ int queue_parse(const char *p, size_t n, struct queue_entry *e)
 					goto bad;
 			break;
 		case K_ARRIVAL:
-			if (!parse_i64(v, vn, &e->arrival))
-				goto bad;
+			if (!parse_i64(v, vn, &e->arrival)) goto bad;
 			break;
 		case K_NEXT:
-			if (!parse_i64(v, vn, &e->next_try))
-				goto bad;
+			if (!parse_i64(v, vn, &e->next_try)) goto bad;
 			break;
 		case K_SIZE:
-			if (!parse_u64(v, vn, UINT64_MAX, &e->size))
-				goto bad;
+			if (!parse_u64(v, vn, UINT64_MAX, &e->size)) goto bad;
 			break;
 		case K_FROM: str = &e->from; break;
 		case K_ENVID: str = &e->envid; break;
 		case K_AUTH: str = &e->auth_domain; break;
 		case K_RET:
-			if ((idx = name_index(ret_names, 3, v, vn)) < 1)
-				goto bad;
+			if ((idx = name_index(ret_names, 3, v, vn)) < 1) goto bad;
 			e->ret = (uint8_t)idx;
 			break;
 		case K_BODY:
-			if ((idx = name_index(body_names, 3, v, vn)) < 0)
-				goto bad;
+			if ((idx = name_index(body_names, 3, v, vn)) < 0) goto bad;
 			e->body = (uint8_t)idx;
 			break;
 		case K_SMTPUTF8:
-			if (!parse_u64(v, vn, 1, &u))
-				goto bad;
+			if (!parse_u64(v, vn, 1, &u)) goto bad;
 			e->smtputf8 = u;
 			break;
 		case K_RCPTS:
 			/* bounded by the file: each recipient takes a line or more */
-			if (!parse_u64(v, vn, (uint64_t)(end - p) / 5, &nrcpts))
-				goto bad;
+			if (!parse_u64(v, vn, (uint64_t)(end - p) / 5, &nrcpts)) goto bad;
 			if (nrcpts && !(e->rcpt = calloc(nrcpts, sizeof *e->rcpt))) {
 				oom = true;
 				goto bad;
@@ -440,36 +425,29 @@ int queue_parse(const char *p, size_t n, struct queue_entry *e)
 		case K_REMOTE: str = &r->remote; break;
 		case K_REPLY: str = &r->reply; break;
 		case K_NOTIFY:
-			if (!parse_u64(v, vn, 15, &u))
-				goto bad;
+			if (!parse_u64(v, vn, 15, &u)) goto bad;
 			r->notify = (uint8_t)u;
 			break;
 		case K_STATE:
-			if ((idx = name_index(state_names, 3, v, vn)) < 0)
-				goto bad;
+			if ((idx = name_index(state_names, 3, v, vn)) < 0) goto bad;
 			r->state = (uint8_t)idx;
 			break;
 		case K_ATTEMPTS:
-			if (!parse_u64(v, vn, UINT32_MAX, &u))
-				goto bad;
+			if (!parse_u64(v, vn, UINT32_MAX, &u)) goto bad;
 			r->attempts = (uint32_t)u;
 			break;
 		case K_FLAGS:
-			if (!parse_u64(v, vn, UINT32_MAX, &u))
-				goto bad;
+			if (!parse_u64(v, vn, UINT32_MAX, &u)) goto bad;
 			r->flags = (uint32_t)u;
 			break;
 		case K_LAST:
-			if (!parse_i64(v, vn, &t))
-				goto bad;
+			if (!parse_i64(v, vn, &t)) goto bad;
 			r->last_try = t;
 			break;
 		}
-		if (str && !(*str = unescape(v, vn, &oom)))
-			goto bad;
+		if (str && !(*str = unescape(v, vn, &oom))) goto bad;
 	}
-	if (!ended)
-		goto bad;
+	if (!ended) goto bad;
 	return 0;
 bad:
 	queue_entry_free(e);
@@ -487,8 +465,7 @@ static int write_all(int fd, const void *p, size_t n)
 	while (n) {
 		ssize_t w = write(fd, c, n);
 		if (w < 0) {
-			if (errno == EINTR)
-				continue;
+			if (errno == EINTR) continue;
 			return -errno;
 		}
 		c += w;
@@ -511,11 +488,9 @@ static bool exists(int dfd, const char *name)
 int queue_dir_open(const char *path)
 {
 	char *p = strdup(path);
-	if (!p)
-		return -ENOMEM;
+	if (!p) return -ENOMEM;
 	for (char *s = p + 1; *s; s++) {
-		if (*s != '/')
-			continue;
+		if (*s != '/') continue;
 		*s = '\0';
 		if (mkdir(p, 0755) != 0 && errno != EEXIST) {
 			int rc = -errno;
@@ -525,8 +500,7 @@ int queue_dir_open(const char *path)
 		*s = '/';
 	}
 	free(p);
-	if (mkdir(path, 0700) != 0 && errno != EEXIST)
-		return -errno;
+	if (mkdir(path, 0700) != 0 && errno != EEXIST) return -errno;
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	return fd < 0 ? -errno : fd;
 }
@@ -547,13 +521,10 @@ int queue_open(int qdirfd, int64_t now, struct queue_writer *w)
 		name_of(env, sizeof env, w->id, ".env");
 		name_of(tmp, sizeof tmp, w->id, ".msg.tmp");
 		/* an id is never reused, even across restarts with a recycled pid */
-		if (exists(qdirfd, msg) || exists(qdirfd, env))
-			continue;
+		if (exists(qdirfd, msg) || exists(qdirfd, env)) continue;
 		w->fd = openat(qdirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (w->fd >= 0)
-			return 0;
-		if (errno != EEXIST)
-			return -errno;
+		if (w->fd >= 0) return 0;
+		if (errno != EEXIST) return -errno;
 	}
 	return -EEXIST;
 }
@@ -561,16 +532,14 @@ int queue_open(int qdirfd, int64_t now, struct queue_writer *w)
 int queue_write(struct queue_writer *w, const void *p, size_t n)
 {
 	int rc = write_all(w->fd, p, n);
-	if (rc == 0)
-		w->size += n;
+	if (rc == 0) w->size += n;
 	return rc;
 }
 
 void queue_abort(struct queue_writer *w)
 {
 	char tmp[QUEUE_ID_MAX + 16];
-	if (w->fd >= 0)
-		close(w->fd);
+	if (w->fd >= 0) close(w->fd);
 	w->fd = -1;
 	name_of(tmp, sizeof tmp, w->id, ".msg.tmp");
 	unlinkat(w->qdirfd, tmp, 0);
@@ -583,17 +552,13 @@ static int write_env_tmp(int qdirfd, const struct queue_entry *e)
 	name_of(tmp, sizeof tmp, e->id, ".env.tmp");
 	size_t len;
 	char *text = queue_format(e, &len);
-	if (!text)
-		return -ENOMEM;
+	if (!text) return -ENOMEM;
 	int fd = openat(qdirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	int rc = fd < 0 ? -errno : write_all(fd, text, len);
-	if (rc == 0 && fsync(fd) != 0)
-		rc = -errno;
-	if (fd >= 0 && close(fd) != 0 && rc == 0)
-		rc = -errno;
+	if (rc == 0 && fsync(fd) != 0) rc = -errno;
+	if (fd >= 0 && close(fd) != 0 && rc == 0) rc = -errno;
 	free(text);
-	if (rc)
-		unlinkat(qdirfd, tmp, 0);
+	if (rc) unlinkat(qdirfd, tmp, 0);
 	return rc;
 }
 
@@ -606,15 +571,12 @@ int queue_commit(struct queue_writer *w, struct queue_entry *e)
 	name_of(msgtmp, sizeof msgtmp, w->id, ".msg.tmp");
 	name_of(envtmp, sizeof envtmp, w->id, ".env.tmp");
 	int rc = fsync(w->fd) != 0 ? -errno : 0;
-	if (close(w->fd) != 0 && rc == 0)
-		rc = -errno;
+	if (close(w->fd) != 0 && rc == 0) rc = -errno;
 	w->fd = -1;
-	if (rc)
-		goto fail;
+	if (rc) goto fail;
 	memcpy(e->id, w->id, sizeof e->id);
 	e->size = w->size;
-	if ((rc = write_env_tmp(w->qdirfd, e)) != 0)
-		goto fail;
+	if ((rc = write_env_tmp(w->qdirfd, e)) != 0) goto fail;
 	/* The message first: ID.env appearing is what makes the entry. */
 	if (renameat2(w->qdirfd, msgtmp, w->qdirfd, msg, RENAME_NOREPLACE) != 0) {
 		rc = -errno;
@@ -645,8 +607,7 @@ int queue_create(int qdirfd, struct queue_entry *e, const void *msg, size_t n, i
 {
 	struct queue_writer w;
 	int rc = queue_open(qdirfd, now, &w);
-	if (rc)
-		return rc;
+	if (rc) return rc;
 	if ((rc = queue_write(&w, msg, n)) != 0) {
 		queue_abort(&w);
 		return rc;
@@ -660,8 +621,7 @@ int queue_update(int qdirfd, const struct queue_entry *e)
 	name_of(env, sizeof env, e->id, ".env");
 	name_of(envtmp, sizeof envtmp, e->id, ".env.tmp");
 	int rc = write_env_tmp(qdirfd, e);
-	if (rc)
-		return rc;
+	if (rc) return rc;
 	if (renameat(qdirfd, envtmp, qdirfd, env) != 0) {
 		rc = -errno;
 		unlinkat(qdirfd, envtmp, 0);
@@ -675,10 +635,8 @@ int queue_remove(int qdirfd, const char *id)
 	char env[QUEUE_ID_MAX + 16], msg[QUEUE_ID_MAX + 16];
 	name_of(env, sizeof env, id, ".env");
 	name_of(msg, sizeof msg, id, ".msg");
-	if (unlinkat(qdirfd, env, 0) != 0 && errno != ENOENT)
-		return -errno;
-	if (unlinkat(qdirfd, msg, 0) != 0 && errno != ENOENT)
-		return -errno;
+	if (unlinkat(qdirfd, env, 0) != 0 && errno != ENOENT) return -errno;
+	if (unlinkat(qdirfd, msg, 0) != 0 && errno != ENOENT) return -errno;
 	return fsync(qdirfd) != 0 ? -errno : 0;
 }
 
@@ -700,8 +658,7 @@ static bool ends_with(const char *s, size_t n, const char *suffix)
 static int read_file(int dfd, const char *name, char **out, size_t *len)
 {
 	int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+	if (fd < 0) return -errno;
 	struct stat st;
 	if (fstat(fd, &st) != 0 || st.st_size > (1 << 24)) {
 		close(fd);
@@ -712,8 +669,7 @@ static int read_file(int dfd, const char *name, char **out, size_t *len)
 	int rc = p ? 0 : -ENOMEM;
 	while (rc == 0) {
 		ssize_t r = read(fd, p + n, (size_t)st.st_size - n);
-		if (r < 0 && errno == EINTR)
-			continue;
+		if (r < 0 && errno == EINTR) continue;
 		if (r < 0)
 			rc = -errno;
 		else if (r == 0 || (n += (size_t)r) == (size_t)st.st_size)
@@ -732,8 +688,8 @@ static int read_file(int dfd, const char *name, char **out, size_t *len)
 
 static int load_one(int qdirfd, const char *name, size_t nlen, struct queue_entry *e)
 {
-	char *text;
-	size_t len;
+	char *text = NULL;
+	size_t len = 0;
 	memset(e, 0, sizeof *e);
 	int rc = read_file(qdirfd, name, &text, &len);
 	if (rc == 0) {
@@ -741,8 +697,7 @@ static int load_one(int qdirfd, const char *name, size_t nlen, struct queue_entr
 		free(text);
 	}
 	size_t idlen = nlen - 4;
-	if (rc == -ENOMEM)
-		return rc;
+	if (rc == -ENOMEM) return rc;
 	if (rc == 0 && (strlen(e->id) != idlen || memcmp(e->id, name, idlen) != 0)) {
 		queue_entry_free(e);
 		rc = -EBADMSG;
@@ -764,8 +719,7 @@ static int load_one(int qdirfd, const char *name, size_t nlen, struct queue_entr
 static int entry_cmp(const void *a, const void *b)
 {
 	const struct queue_entry *x = a, *y = b;
-	if (x->arrival != y->arrival)
-		return x->arrival < y->arrival ? -1 : 1;
+	if (x->arrival != y->arrival) return x->arrival < y->arrival ? -1 : 1;
 	return strcmp(x->id, y->id);
 }
 
@@ -774,8 +728,7 @@ int queue_load(int qdirfd, struct queue_entry **out, unsigned *n)
 	*out = NULL;
 	*n = 0;
 	int fd = openat(qdirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+	if (fd < 0) return -errno;
 	DIR *d = fdopendir(fd);
 	if (!d) {
 		close(fd);
@@ -790,14 +743,12 @@ int queue_load(int qdirfd, struct queue_entry **out, unsigned *n)
 	while ((de = readdir(d)) != NULL) {
 		const char *name = de->d_name;
 		size_t nlen = strlen(name);
-		if (name[0] == '.')
-			continue;
+		if (name[0] == '.') continue;
 		if (ends_with(name, nlen, ".tmp")) {
 			removed |= unlinkat(qdirfd, name, 0) == 0;
 			continue;
 		}
-		if (!ends_with(name, nlen, ".env") || nlen - 4 >= QUEUE_ID_MAX)
-			continue;
+		if (!ends_with(name, nlen, ".env") || nlen - 4 >= QUEUE_ID_MAX) continue;
 		if (cnt == cap) {
 			cap = cap ? cap * 2 : 16;
 			struct queue_entry *nv = realloc(v, cap * sizeof *v);
@@ -807,8 +758,7 @@ int queue_load(int qdirfd, struct queue_entry **out, unsigned *n)
 			}
 			v = nv;
 		}
-		if ((rc = load_one(qdirfd, name, nlen, &v[cnt])) != 0)
-			break;
+		if ((rc = load_one(qdirfd, name, nlen, &v[cnt])) != 0) break;
 		cnt++;
 	}
 	/* Pass 2: message files whose state file never appeared. */
@@ -817,12 +767,10 @@ int queue_load(int qdirfd, struct queue_entry **out, unsigned *n)
 		while ((de = readdir(d)) != NULL) {
 			const char *name = de->d_name;
 			size_t nlen = strlen(name);
-			if (name[0] == '.' || !ends_with(name, nlen, ".msg"))
-				continue;
+			if (name[0] == '.' || !ends_with(name, nlen, ".msg")) continue;
 			char env[NAME_MAX + 1];
 			snprintf(env, sizeof env, "%.*s.env", (int)(nlen - 4), name);
-			if (!exists(qdirfd, env))
-				removed |= unlinkat(qdirfd, name, 0) == 0;
+			if (!exists(qdirfd, env)) removed |= unlinkat(qdirfd, name, 0) == 0;
 		}
 	}
 	closedir(d);
@@ -830,10 +778,8 @@ int queue_load(int qdirfd, struct queue_entry **out, unsigned *n)
 		queue_entries_free(v, cnt);
 		return rc;
 	}
-	if (removed)
-		fsync(qdirfd);
-	if (cnt)
-		qsort(v, cnt, sizeof *v, entry_cmp);
+	if (removed) fsync(qdirfd);
+	if (cnt) qsort(v, cnt, sizeof *v, entry_cmp);
 	*out = v;
 	*n = cnt;
 	return 0;
@@ -845,14 +791,11 @@ int queue_load(int qdirfd, struct queue_entry **out, unsigned *n)
 int64_t queue_next_try(const uint32_t *retry, unsigned nretry, uint32_t max_queue_time,
 		       unsigned attempts, int64_t arrival, int64_t now)
 {
-	if (attempts == 0)
-		return now;
+	if (attempts == 0) return now;
 	int64_t deadline = arrival + (int64_t)max_queue_time;
-	if (now >= deadline)
-		return QUEUE_EXPIRED;
+	if (now >= deadline) return QUEUE_EXPIRED;
 	uint32_t interval = 300;
-	if (nretry)
-		interval = retry[attempts < nretry ? attempts - 1 : nretry - 1];
+	if (nretry) interval = retry[attempts < nretry ? attempts - 1 : nretry - 1];
 	int64_t next = now + (int64_t)interval;
 	return next < deadline ? next : deadline;
 }
@@ -868,14 +811,10 @@ static bool domain_eq(const char *a, const char *b)
 {
 	for (;; a++, b++) {
 		unsigned char x = (unsigned char)*a, y = (unsigned char)*b;
-		if (x >= 'A' && x <= 'Z')
-			x = (unsigned char)(x + 32);
-		if (y >= 'A' && y <= 'Z')
-			y = (unsigned char)(y + 32);
-		if (x != y)
-			return false;
-		if (!x)
-			return true;
+		if (x >= 'A' && x <= 'Z') x = (unsigned char)(x + 32);
+		if (y >= 'A' && y <= 'Z') y = (unsigned char)(y + 32);
+		if (x != y) return false;
+		if (!x) return true;
 	}
 }
 
@@ -884,8 +823,7 @@ unsigned queue_group_by_domain(const struct queue_entry *e, unsigned *group)
 	unsigned ngroups = 0;
 	for (unsigned i = 0; i < e->nrcpt; i++) {
 		group[i] = QUEUE_NO_GROUP;
-		if (e->rcpt[i].state != QUEUE_PENDING)
-			continue;
+		if (e->rcpt[i].state != QUEUE_PENDING) continue;
 		const char *d = queue_addr_domain(e->rcpt[i].addr);
 		for (unsigned j = 0; j < i; j++) {
 			if (group[j] != QUEUE_NO_GROUP &&
@@ -894,8 +832,7 @@ unsigned queue_group_by_domain(const struct queue_entry *e, unsigned *group)
 				break;
 			}
 		}
-		if (group[i] == QUEUE_NO_GROUP)
-			group[i] = ngroups++;
+		if (group[i] == QUEUE_NO_GROUP) group[i] = ngroups++;
 	}
 	return ngroups;
 }

@@ -40,36 +40,36 @@ enum queue_state { QUEUE_PENDING, QUEUE_DONE, QUEUE_FAILED };
 /* Per-recipient bookkeeping bits for the DSN logic; stored as they are. */
 enum {
 	QUEUE_F_DELAY_SENT = 1, /* a DELAY notification went out (RFC 3461 4.1) */
-	QUEUE_F_RELAYED = 2,    /* delivered to a server without DSN (RFC 3461 5.2.2) */
-	QUEUE_F_DSN_DONE = 4,   /* the final DSN for this recipient went out */
+	QUEUE_F_RELAYED = 2,	/* delivered to a server without DSN (RFC 3461 5.2.2) */
+	QUEUE_F_DSN_DONE = 4,	/* the final DSN for this recipient went out */
 };
 
 /* Every string is malloc'd and owned by the entry (NULL = absent);
  * queue_entry_free() frees them. */
 struct queue_rcpt {
-	char *addr;        /* without <> */
-	char *orcpt;       /* "addr-type;value" (ORCPT, decoded), or NULL */
-	uint8_t notify;    /* SMTP_NOTIFY_* bits */
-	uint8_t state;     /* enum queue_state */
+	char *addr;	   /* without <> */
+	char *orcpt;	   /* "addr-type;value" (ORCPT, decoded), or NULL */
+	uint8_t notify;	   /* SMTP_NOTIFY_* bits */
+	uint8_t state;	   /* enum queue_state */
 	uint32_t attempts; /* attempts that reached a verdict for it */
-	uint32_t flags;    /* QUEUE_F_* */
+	uint32_t flags;	   /* QUEUE_F_* */
 	int64_t last_try;  /* seconds since the epoch; 0 = never */
-	char *status;      /* RFC 3463 code of the last result, e.g. "4.2.0" */
-	char *remote;      /* the host that gave it (Remote-MTA) */
-	char *reply;       /* the last reply text, or the local reason */
+	char *status;	   /* RFC 3463 code of the last result, e.g. "4.2.0" */
+	char *remote;	   /* the host that gave it (Remote-MTA) */
+	char *reply;	   /* the last reply text, or the local reason */
 };
 
 struct queue_entry {
 	char id[QUEUE_ID_MAX]; /* set by queue_commit() / queue_load() */
-	char *from;            /* "" for <> */
-	char *envid;           /* ENVID, decoded, or NULL */
-	uint8_t ret;           /* enum smtp_ret */
-	uint8_t body;          /* enum smtp_body_type */
+	char *from;	       /* "" for <> */
+	char *envid;	       /* ENVID, decoded, or NULL */
+	uint8_t ret;	       /* enum smtp_ret */
+	uint8_t body;	       /* enum smtp_body_type */
 	bool smtputf8;
-	int64_t arrival;       /* seconds since the epoch (DSN Arrival-Date) */
+	int64_t arrival; /* seconds since the epoch (DSN Arrival-Date) */
 	int64_t next_try;
-	uint64_t size;         /* octets in ID.msg; set by queue_commit() */
-	char *auth_domain;     /* the submitting session's domain, or NULL */
+	uint64_t size;	   /* octets in ID.msg; set by queue_commit() */
+	char *auth_domain; /* the submitting session's domain, or NULL */
 	struct queue_rcpt *rcpt;
 	unsigned nrcpt;
 	/* queue_load() only: 0, -EBADMSG (the state file is malformed or cut
@@ -94,7 +94,7 @@ int queue_dir_open(const char *path);
 /* --- writing a new entry: open, write the message in chunks, commit */
 struct queue_writer {
 	int qdirfd;
-	int fd;        /* ID.msg.tmp */
+	int fd; /* ID.msg.tmp */
 	uint64_t size;
 	char id[QUEUE_ID_MAX];
 };

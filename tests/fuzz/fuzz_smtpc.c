@@ -25,12 +25,12 @@
 
 #include "proto/smtpc.h"
 
-#define CHECK(c)                                                                           \
-	do {                                                                               \
-		if (!(c)) {                                                                \
-			fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #c); \
-			abort();                                                           \
-		}                                                                          \
+#define CHECK(c)                                                                                   \
+	do {                                                                                       \
+		if (!(c)) {                                                                        \
+			fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #c);  \
+			abort();                                                                   \
+		}                                                                                  \
 	} while (0)
 
 #define NRCPT 4
@@ -42,8 +42,7 @@ struct rec {
 
 static void rec_put(struct rec *r, const void *p, size_t n)
 {
-	if (n == 0)
-		return;
+	if (n == 0) return;
 	if (r->len + n > r->cap) {
 		r->cap = (r->len + n) * 2 + 64;
 		r->p = realloc(r->p, r->cap);
@@ -74,7 +73,10 @@ static uint32_t lcg(uint32_t *x)
 
 static const char body[] = "Subject: x\r\n\r\n.line\r\n..\r\nlast\r\n";
 
-static void note(struct run *r, const char *what) { rec_put(&r->tr, what, strlen(what)); }
+static void note(struct run *r, const char *what)
+{
+	rec_put(&r->tr, what, strlen(what));
+}
 
 static bool starts(const char *p, size_t n, const char *w)
 {
@@ -92,10 +94,11 @@ static void flush_cmds(struct run *r)
 		size_t n = (size_t)(lf - p) + 1;
 		CHECK(n <= SMTPC_CMD_ROOM);
 		CHECK(!memchr(p, '\r', n - 2));
-		CHECK(starts(p, n, "EHLO mx.example.com\r\n") || starts(p, n, "HELO mx.example.com\r\n") ||
-		      starts(p, n, "STARTTLS\r\n") || starts(p, n, "MAIL FROM:<") ||
-		      starts(p, n, "RCPT TO:<") || starts(p, n, "DATA\r\n") ||
-		      starts(p, n, "QUIT\r\n") || starts(p, n, ".\r\n"));
+		CHECK(starts(p, n, "EHLO mx.example.com\r\n") ||
+		      starts(p, n, "HELO mx.example.com\r\n") || starts(p, n, "STARTTLS\r\n") ||
+		      starts(p, n, "MAIL FROM:<") || starts(p, n, "RCPT TO:<") ||
+		      starts(p, n, "DATA\r\n") || starts(p, n, "QUIT\r\n") ||
+		      starts(p, n, ".\r\n"));
 		if (starts(p, n, "DATA\r\n")) {
 			bool accepted = false;
 			for (unsigned i = 0; i < r->msg.nrcpt; i++)
@@ -103,8 +106,7 @@ static void flush_cmds(struct run *r)
 			CHECK(accepted);
 			r->data_sent = true;
 		}
-		if (starts(p, n, ".\r\n"))
-			r->dot_written = true;
+		if (starts(p, n, ".\r\n")) r->dot_written = true;
 		p = lf + 1;
 	}
 	rec_put(&r->tr, r->out.p, r->out.len);
@@ -114,11 +116,9 @@ static void flush_cmds(struct run *r)
 static bool printable(const char *s, size_t cap)
 {
 	size_t n = strnlen(s, cap);
-	if (n == cap)
-		return false;
+	if (n == cap) return false;
 	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] >= 0x7f)
-			return false;
+		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] >= 0x7f) return false;
 	return true;
 }
 
@@ -136,13 +136,13 @@ static void check_results(struct run *r)
 			CHECK(printable(c->status, sizeof c->status));
 			CHECK(printable(c->diag, sizeof c->diag));
 			CHECK(c->status[0] == (c->result == SMTPC_DELIVERED ? '2'
-					       : c->result == SMTPC_TEMP   ? '4'
-									   : '5') ||
-			      (c->result == SMTPC_TEMP && c->code >= 500 && c->stage == SMTPC_W_GREETING));
+					       : c->result == SMTPC_TEMP    ? '4'
+									    : '5') ||
+			      (c->result == SMTPC_TEMP && c->code >= 500 &&
+			       c->stage == SMTPC_W_GREETING));
 			if (c->result == SMTPC_DELIVERED)
 				CHECK(r->dot_written && c->code >= 200 && c->code < 300);
-			if (c->code)
-				CHECK(c->code >= 200 && c->code <= 599);
+			if (c->code) CHECK(c->code >= 200 && c->code <= 599);
 		}
 		*o = *c;
 	}
@@ -194,8 +194,7 @@ static bool feed(struct run *r, const char *in, size_t n)
 {
 	size_t off = 0;
 	for (;;) {
-		if (r->closed)
-			return false;
+		if (r->closed) return false;
 		CHECK(r->out.len == 0);
 		size_t used = (size_t)-1;
 		enum smtpc_req req = smtpc_feed(&r->s, in + off, n - off, &used, &r->out);
@@ -203,12 +202,9 @@ static bool feed(struct run *r, const char *in, size_t n)
 		CHECK(r->out.len <= r->out.cap);
 		bool wrote = r->out.len > 0;
 		off += used;
-		if (req == SMTPC_REQ_NONE && off < n)
-			CHECK(obuf_room(&r->out) < SMTPC_CMD_ROOM);
-		if (handle(r, req))
-			return true;
-		if (off == n && !wrote)
-			return false;
+		if (req == SMTPC_REQ_NONE && off < n) CHECK(obuf_room(&r->out) < SMTPC_CMD_ROOM);
+		if (handle(r, req)) return true;
+		if (off == n && !wrote) return false;
 	}
 }
 
@@ -217,26 +213,28 @@ static void run(struct run *r, const uint8_t *data, size_t size, bool fine)
 	static const char *const addrs[NRCPT] = {"a@remote.test", "b@remote.test",
 						 "j\xc3\xb6rg@remote.test", "c@remote.test"};
 	uint8_t cfg = data[0], opt = data[1];
-	r->pol = (struct smtpc_policy){.hostname = "mx.example.com", .tls = (enum smtpc_tls)(cfg % 3)};
+	r->pol =
+	    (struct smtpc_policy){.hostname = "mx.example.com", .tls = (enum smtpc_tls)(cfg % 3)};
 	r->msg = (struct smtpc_msg){
-		.from = cfg & 4 ? "" : "alice@example.com",
-		.envid = cfg & 8 ? "env id+1" : NULL,
-		.ret = (enum smtp_ret)(((cfg >> 4) & 3) % 3),
-		.size = cfg & 64 ? 100000 : 100,
-		.body_8bit = cfg & 128,
-		.smtputf8 = opt & 128,
-		.rcpt = r->rcpt,
-		.nrcpt = 1 + opt % NRCPT,
+	    .from = cfg & 4 ? "" : "alice@example.com",
+	    .envid = cfg & 8 ? "env id+1" : NULL,
+	    .ret = (enum smtp_ret)(((cfg >> 4) & 3) % 3),
+	    .size = cfg & 64 ? 100000 : 100,
+	    .body_8bit = cfg & 128,
+	    .smtputf8 = opt & 128,
+	    .rcpt = r->rcpt,
+	    .nrcpt = 1 + opt % NRCPT,
 	};
 	for (unsigned i = 0; i < NRCPT; i++)
 		r->rcpt[i] = (struct smtpc_rcpt){
-			.addr = addrs[i],
-			.orcpt = (opt >> 2) & (1 << i) ? "rfc822;x+y@remote.test" : NULL,
-			.notify = (uint8_t)((opt >> 3) & 15),
+		    .addr = addrs[i],
+		    .orcpt = (opt >> 2) & (1 << i) ? "rfc822;x+y@remote.test" : NULL,
+		    .notify = (uint8_t)((opt >> 3) & 15),
 		};
 	r->tls_ok = data[3] & 1;
 	r->body_ok = data[3] & 2;
-	r->out = (struct obuf){r->outbuf, 0, fine ? SMTPC_CMD_ROOM + (data[3] >> 2) : sizeof r->outbuf};
+	r->out =
+	    (struct obuf){r->outbuf, 0, fine ? SMTPC_CMD_ROOM + (data[3] >> 2) : sizeof r->outbuf};
 	smtpc_start(&r->s, &r->pol, &r->msg);
 	memcpy(r->seen, r->rcpt, sizeof r->seen);
 
@@ -246,17 +244,14 @@ static void run(struct run *r, const uint8_t *data, size_t size, bool fine)
 	unsigned maxread = 1u << (data[2] % 11);
 	for (size_t off = 0; off < n && !r->closed;) {
 		size_t len = 1 + lcg(&coarse) % maxread;
-		if (len > n - off)
-			len = n - off;
+		if (len > n - off) len = n - off;
 		if (!fine) {
 			feed(r, in + off, len);
 		} else {
 			for (size_t k = 0; k < len && !r->closed;) {
 				size_t piece = 1 + lcg(&finer) % 7;
-				if (piece > len - k)
-					piece = len - k;
-				if (feed(r, in + off + k, piece))
-					break;
+				if (piece > len - k) piece = len - k;
+				if (feed(r, in + off + k, piece)) break;
 				k += piece;
 			}
 		}
@@ -280,14 +275,12 @@ static void run(struct run *r, const uint8_t *data, size_t size, bool fine)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct run a, b;
-	if (size < 4)
-		return 0;
+	if (size < 4) return 0;
 	memset(&a, 0, sizeof a);
 	memset(&b, 0, sizeof b);
 	run(&a, data, size, false);
 	run(&b, data, size, true);
-	if (getenv("FUZZ_SMTPC_DUMP"))
-		fprintf(stderr, "%.*s\n", (int)a.tr.len, a.tr.p);
+	if (getenv("FUZZ_SMTPC_DUMP")) fprintf(stderr, "%.*s\n", (int)a.tr.len, a.tr.p);
 	if (a.tr.len != b.tr.len || memcmp(a.tr.p, b.tr.p, a.tr.len) != 0) {
 		fprintf(stderr, "--- one read at a time:\n%.*s\n--- in pieces:\n%.*s\n",
 			(int)a.tr.len, a.tr.p, (int)b.tr.len, b.tr.p);

@@ -20,12 +20,10 @@ static int qfd = -1;
 static void rm_rf(const char *path)
 {
 	DIR *d = opendir(path);
-	if (!d)
-		return;
+	if (!d) return;
 	struct dirent *e;
 	while ((e = readdir(d)) != NULL) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
 		char p[512];
 		snprintf(p, sizeof p, "%s/%s", path, e->d_name);
 		struct stat st;
@@ -48,8 +46,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-	if (qfd >= 0)
-		close(qfd);
+	if (qfd >= 0) close(qfd);
 	rm_rf(dir);
 }
 
@@ -65,8 +62,7 @@ static const char *listing(void)
 	cr_assert(d);
 	struct dirent *e;
 	while ((e = readdir(d)) != NULL && n < 64)
-		if (e->d_name[0] != '.')
-			snprintf(names[n++], sizeof names[0], "%s", e->d_name);
+		if (e->d_name[0] != '.') snprintf(names[n++], sizeof names[0], "%s", e->d_name);
 	closedir(d);
 	qsort(names, (size_t)n, sizeof names[0], (int (*)(const void *, const void *))strcmp);
 	out[0] = '\0';
@@ -346,14 +342,14 @@ Test(queue, crash_leftovers_are_cleaned)
 	sample(&e);
 	cr_assert_eq(queue_create(qfd, &e, MSG, sizeof MSG - 1, 1700000000), 0);
 	/* a kill -9 at each step of another commit, and of an update */
-	put_file("1.0.1.1.msg.tmp", "partial", 7);             /* while writing */
-	put_file("1.0.1.2.msg.tmp", MSG, sizeof MSG - 1);       /* before the renames */
+	put_file("1.0.1.1.msg.tmp", "partial", 7);	  /* while writing */
+	put_file("1.0.1.2.msg.tmp", MSG, sizeof MSG - 1); /* before the renames */
 	put_file("1.0.1.2.env.tmp", "mailpopbox-queue 1\n", 19);
-	put_file("1.0.1.3.msg", MSG, sizeof MSG - 1);           /* between the renames */
+	put_file("1.0.1.3.msg", MSG, sizeof MSG - 1); /* between the renames */
 	char envtmp[128];
-	snprintf(envtmp, sizeof envtmp, "%s.env.tmp", e.id);     /* during an update */
+	snprintf(envtmp, sizeof envtmp, "%s.env.tmp", e.id); /* during an update */
 	put_file(envtmp, "mailpopbox-queue 1\nid", 21);
-	put_file("README", "not ours", 8);                     /* left alone */
+	put_file("README", "not ours", 8); /* left alone */
 
 	struct queue_entry *v;
 	unsigned n;
@@ -449,28 +445,28 @@ Test(queue, parser_refuses_what_the_formatter_never_writes)
 		const char *mid;
 		int want;
 	} cases[] = {
-		{"rcpts 1\n%R%end\n", 0},
-		{"rcpts 1\n%R%end\nx", -EBADMSG},               /* after end */
-		{"rcpts 1\n%R%end", -EBADMSG},                  /* no LF */
-		{"rcpts 1\n%R%", -EBADMSG},                     /* no end */
-		{"rcpts 2\n%R%end\n", -EBADMSG},                /* count */
-		{"rcpts 0\n%R%end\n", -EBADMSG},
-		{"rcpts 1\nrcpts 1\n%R%end\n", -EBADMSG},       /* repeated */
-		{"rcpts 1\nbogus 1\n%R%end\n", -EBADMSG},       /* unknown key */
-		{"rcpts 1\n%R%from c@d\nend\n", -EBADMSG},      /* envelope after rcpt */
-		{"rcpts 1\n%R%state done\nend\n", -EBADMSG},    /* repeated in rcpt */
-		{"rcpts 1\nrcpt x@y\nend\n", -EBADMSG},         /* rcpt incomplete */
-		{"rcpts 1\n%R%end \n", -EBADMSG},
-		{"rcpts 1\nenvid a%00b\n%R%end\n", -EBADMSG},   /* NUL */
-		{"rcpts 1\nenvid a%4\n%R%end\n", -EBADMSG},
-		{"rcpts 1\nenvid a%zz\n%R%end\n", -EBADMSG},
-		{"rcpts 1\nenvid a b\n%R%end\n", -EBADMSG},     /* raw space */
-		{"rcpts 1\nenvid a%20b%25\n%R%end\n", 0},
-		{"rcpts 1\nret full\n%R%end\n", 0},
-		{"rcpts 1\nret unset\n%R%end\n", -EBADMSG},
-		{"rcpts 99999999999999999999999\n%R%end\n", -EBADMSG},
-		{"rcpts 1000000\n%R%end\n", -EBADMSG},          /* more than the file can hold */
-		{"rcpts -1\n%R%end\n", -EBADMSG},
+	    {"rcpts 1\n%R%end\n", 0},
+	    {"rcpts 1\n%R%end\nx", -EBADMSG}, /* after end */
+	    {"rcpts 1\n%R%end", -EBADMSG},    /* no LF */
+	    {"rcpts 1\n%R%", -EBADMSG},	      /* no end */
+	    {"rcpts 2\n%R%end\n", -EBADMSG},  /* count */
+	    {"rcpts 0\n%R%end\n", -EBADMSG},
+	    {"rcpts 1\nrcpts 1\n%R%end\n", -EBADMSG},	 /* repeated */
+	    {"rcpts 1\nbogus 1\n%R%end\n", -EBADMSG},	 /* unknown key */
+	    {"rcpts 1\n%R%from c@d\nend\n", -EBADMSG},	 /* envelope after rcpt */
+	    {"rcpts 1\n%R%state done\nend\n", -EBADMSG}, /* repeated in rcpt */
+	    {"rcpts 1\nrcpt x@y\nend\n", -EBADMSG},	 /* rcpt incomplete */
+	    {"rcpts 1\n%R%end \n", -EBADMSG},
+	    {"rcpts 1\nenvid a%00b\n%R%end\n", -EBADMSG}, /* NUL */
+	    {"rcpts 1\nenvid a%4\n%R%end\n", -EBADMSG},
+	    {"rcpts 1\nenvid a%zz\n%R%end\n", -EBADMSG},
+	    {"rcpts 1\nenvid a b\n%R%end\n", -EBADMSG}, /* raw space */
+	    {"rcpts 1\nenvid a%20b%25\n%R%end\n", 0},
+	    {"rcpts 1\nret full\n%R%end\n", 0},
+	    {"rcpts 1\nret unset\n%R%end\n", -EBADMSG},
+	    {"rcpts 99999999999999999999999\n%R%end\n", -EBADMSG},
+	    {"rcpts 1000000\n%R%end\n", -EBADMSG}, /* more than the file can hold */
+	    {"rcpts -1\n%R%end\n", -EBADMSG},
 	};
 	for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		char t[1024], *o = t;
@@ -496,7 +492,8 @@ Test(queue, parser_refuses_what_the_formatter_never_writes)
 	char t[512];
 	struct queue_entry e;
 	snprintf(t, sizeof t, "%.*s", (int)(sizeof head - 1), head);
-	strcat(t, "rcpts 1\nrcpt x@y\nnotify 16\nstate pending\nattempts 0\nflags 0\nlast 0\nend\n");
+	strcat(t,
+	       "rcpts 1\nrcpt x@y\nnotify 16\nstate pending\nattempts 0\nflags 0\nlast 0\nend\n");
 	cr_assert_eq(queue_parse(t, strlen(t), &e), -EBADMSG);
 	cr_assert_eq(queue_parse("", 0, &e), -EBADMSG);
 	cr_assert_eq(queue_parse("mailpopbox-queue 2\nend\n", 23, &e), -EBADMSG);
@@ -589,7 +586,7 @@ Test(queue, dir_open_creates_parents)
 Test(queue, retry_schedule)
 {
 	static const uint32_t r[] = {60, 300, 900, 3600, 14400};
-	const int64_t A = 1000000, MAX = 5 * 86400;
+	const int64_t A = 1000000, MAX = (int64_t)5 * 86400;
 	/* a first try at once, even when late */
 	cr_assert_eq(queue_next_try(r, 5, MAX, 0, A, A), A);
 	cr_assert_eq(queue_next_try(r, 5, MAX, 0, A, A + MAX + 10), A + MAX + 10);

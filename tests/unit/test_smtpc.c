@@ -241,7 +241,7 @@ static void check_rcpt(unsigned i, enum smtpc_result res, unsigned code, const c
 Test(smtpc, plain_one_command_at_a_time)
 {
 	DIALOG(GREET,
-	       "C: EHLO " ME,
+	       "C: EHLO mx.example.com",
 	       "S: 250-mx.remote.test hello",
 	       "S: 250 HELP",
 	       "C: MAIL FROM:<alice@example.com>",
@@ -271,7 +271,7 @@ Test(smtpc, plain_one_command_at_a_time)
 Test(smtpc, pipelining_batches_mail_and_rcpts)
 {
 	DIALOG(GREET,
-	       "C: EHLO " ME,
+	       "C: EHLO mx.example.com",
 	       "S: 250-mx.remote.test",
 	       "S: 250-PIPELINING",
 	       "S: 250 8BITMIME",
@@ -296,7 +296,7 @@ Test(smtpc, pipelining_batches_mail_and_rcpts)
 
 Test(smtpc, pipelining_replies_may_trickle_in)
 {
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 PIPELINING",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 PIPELINING",
 	       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
 	       "C: RCPT TO:<carol@remote.test>");
 	uint32_t seq0, seq1;
@@ -313,7 +313,7 @@ Test(smtpc, pipelining_replies_may_trickle_in)
 
 Test(smtpc, no_recipient_accepted_means_no_data)
 {
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 PIPELINING",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 PIPELINING",
 	       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
 	       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "S: 550 5.1.1 no",
 	       "S: 450 4.2.0 greylisted", "C: QUIT", "S: 221 bye");
@@ -325,7 +325,7 @@ Test(smtpc, no_recipient_accepted_means_no_data)
 
 Test(smtpc, refused_mail_decides_everyone_pipelined)
 {
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 PIPELINING",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 PIPELINING",
 	       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
 	       "C: RCPT TO:<carol@remote.test>", "S: 550 5.7.1 sender rejected",
 	       "S: 503 5.5.1 need MAIL", "S: 503 5.5.1 need MAIL", "C: QUIT");
@@ -336,7 +336,7 @@ Test(smtpc, refused_mail_decides_everyone_pipelined)
 
 Test(smtpc, refused_mail_one_at_a_time)
 {
-	DIALOG(GREET, "C: EHLO " ME, "S: 250 x", "C: MAIL FROM:<alice@example.com>",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250 x", "C: MAIL FROM:<alice@example.com>",
 	       "S: 451 4.3.0 local trouble", "C: QUIT", "S: 221 bye");
 	cr_assert(H.closed);
 	for (unsigned i = 0; i < 2; i++)
@@ -347,7 +347,7 @@ Test(smtpc, null_sender)
 {
 	H.msg.from = "";
 	H.msg.nrcpt = 1;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250 x", "C: MAIL FROM:<>", "S: 250 ok",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250 x", "C: MAIL FROM:<>", "S: 250 ok",
 	       "C: RCPT TO:<bob@remote.test>", "S: 250 ok", "C: DATA");
 }
 
@@ -361,11 +361,10 @@ Test(smtpc, dsn_parameters_when_offered)
 	H.rcpt[0].notify = SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE;
 	H.rcpt[0].orcpt = "rfc822;bob+tag@remote.test";
 	H.rcpt[1].notify = SMTP_NOTIFY_NEVER;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250-DSN", "S: 250-SIZE 5000",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250-DSN", "S: 250-SIZE 5000",
 	       "S: 250 PIPELINING",
 	       "C: MAIL FROM:<alice@example.com> SIZE=100 RET=HDRS ENVID=env+2Bid+3D1+20x",
-	       "C: RCPT TO:<bob@remote.test> NOTIFY=SUCCESS,FAILURE "
-	       "ORCPT=rfc822;bob+2Btag@remote.test",
+	       "C: RCPT TO:<bob@remote.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob+2Btag@remote.test",
 	       "C: RCPT TO:<carol@remote.test> NOTIFY=NEVER");
 	cr_assert_eq(H.s.remote_size, 5000);
 }
@@ -376,7 +375,7 @@ Test(smtpc, dsn_parameters_all_notify_bits)
 	H.msg.nrcpt = 1;
 	H.rcpt[0].notify = SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE | SMTP_NOTIFY_DELAY;
 	H.rcpt[0].orcpt = "bogus-no-type";
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 dsn",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 dsn",
 	       "C: MAIL FROM:<alice@example.com> RET=FULL",
 	       "S: 250 ok", "C: RCPT TO:<bob@remote.test> NOTIFY=SUCCESS,FAILURE,DELAY");
 }
@@ -387,7 +386,7 @@ Test(smtpc, no_dsn_parameters_without_dsn)
 	H.msg.envid = "abc";
 	H.rcpt[0].notify = SMTP_NOTIFY_SUCCESS;
 	H.rcpt[0].orcpt = "rfc822;bob@remote.test";
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 PIPELINING",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 PIPELINING",
 	       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
 	       "C: RCPT TO:<carol@remote.test>");
 	cr_assert(!(H.s.ext & SMTPC_EXT_DSN));
@@ -396,7 +395,7 @@ Test(smtpc, no_dsn_parameters_without_dsn)
 Test(smtpc, size_over_the_remote_limit_fails_without_sending)
 {
 	H.msg.size = 5001;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 SIZE 5000", "C: QUIT", "S: 221 bye");
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 SIZE 5000", "C: QUIT", "S: 221 bye");
 	cr_assert(H.closed);
 	for (unsigned i = 0; i < 2; i++)
 		check_rcpt(i, SMTPC_PERM, 0, "5.3.4", SMTPC_W_MAIL,
@@ -406,26 +405,26 @@ Test(smtpc, size_over_the_remote_limit_fails_without_sending)
 Test(smtpc, size_at_the_limit_and_without_a_number)
 {
 	H.msg.size = 5000;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 SIZE 5000",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 SIZE 5000",
 	       "C: MAIL FROM:<alice@example.com> SIZE=5000");
 	setup();
 	H.msg.size = 1 << 30;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 size",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 size",
 	       "C: MAIL FROM:<alice@example.com> SIZE=1073741824");
 	setup();
 	H.msg.size = 1 << 30;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 SIZE 0",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 SIZE 0",
 	       "C: MAIL FROM:<alice@example.com> SIZE=1073741824");
 }
 
 Test(smtpc, eightbit_body)
 {
 	H.msg.body_8bit = true;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 8BITMIME",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 8BITMIME",
 	       "C: MAIL FROM:<alice@example.com> BODY=8BITMIME");
 	setup();
 	H.msg.body_8bit = true;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250 x", "C: QUIT");
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250 x", "C: QUIT");
 	for (unsigned i = 0; i < 2; i++)
 		check_rcpt(i, SMTPC_PERM, 0, "5.6.3", SMTPC_W_MAIL, NULL);
 }
@@ -433,11 +432,11 @@ Test(smtpc, eightbit_body)
 Test(smtpc, smtputf8)
 {
 	H.msg.smtputf8 = true;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 SMTPUTF8",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 SMTPUTF8",
 	       "C: MAIL FROM:<alice@example.com> SMTPUTF8");
 	setup();
 	H.msg.smtputf8 = true;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250 x", "C: QUIT");
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250 x", "C: QUIT");
 	for (unsigned i = 0; i < 2; i++)
 		check_rcpt(i, SMTPC_PERM, 0, "5.6.7", SMTPC_W_MAIL, NULL);
 }
@@ -445,13 +444,13 @@ Test(smtpc, smtputf8)
 Test(smtpc, non_ascii_recipient_alone_without_smtputf8)
 {
 	H.rcpt[0].addr = "j\xc3\xb6rg@remote.test";
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 PIPELINING",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 PIPELINING",
 	       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<carol@remote.test>",
 	       "S: 250 ok", "S: 250 ok", "C: DATA");
 	check_rcpt(0, SMTPC_PERM, 0, "5.6.7", SMTPC_W_RCPT, NULL);
 	setup();
 	H.rcpt[0].addr = "j\xc3\xb6rg@remote.test";
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 SMTPUTF8",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 SMTPUTF8",
 	       "C: MAIL FROM:<alice@example.com> SMTPUTF8", "S: 250 ok",
 	       "C: RCPT TO:<j\xc3\xb6rg@remote.test>");
 }
@@ -459,18 +458,18 @@ Test(smtpc, non_ascii_recipient_alone_without_smtputf8)
 Test(smtpc, corrupt_addresses_are_never_sent)
 {
 	H.rcpt[0].addr = "bob@remote.test>\r\nRSET";
-	DIALOG(GREET, "C: EHLO " ME, "S: 250 x", "C: MAIL FROM:<alice@example.com>",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250 x", "C: MAIL FROM:<alice@example.com>",
 	       "S: 250 ok", "C: RCPT TO:<carol@remote.test>");
 	check_rcpt(0, SMTPC_PERM, 0, "5.1.3", SMTPC_W_RCPT, NULL);
 	setup();
 	H.msg.from = "a\r\nb";
-	DIALOG(GREET, "C: EHLO " ME, "S: 250 x", "C: QUIT");
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250 x", "C: QUIT");
 	check_rcpt(0, SMTPC_PERM, 0, "5.1.7", SMTPC_W_MAIL, NULL);
 }
 
 Test(smtpc, ehlo_keywords_are_case_insensitive_and_exact)
 {
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250-pipelining", "S: 250-Dsn",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250-pipelining", "S: 250-Dsn",
 	       "S: 250-8bitmime", "S: 250-CHUNKING", "S: 250-ENHANCEDSTATUSCODES",
 	       "S: 250-SMTPUTF8", "S: 250-STARTTLSX", "S: 250-PIPELINING2", "S: 250 AUTH PLAIN",
 	       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
@@ -487,7 +486,7 @@ Test(smtpc, helo_after_ehlo_5xx)
 {
 	H.msg.ret = SMTP_RET_FULL;
 	H.rcpt[0].notify = SMTP_NOTIFY_NEVER;
-	DIALOG(GREET, "C: EHLO " ME, "S: 502 5.5.1 command not implemented", "C: HELO " ME,
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 502 5.5.1 command not implemented", "C: HELO mx.example.com",
 	       "S: 250 mx.remote.test", "C: MAIL FROM:<alice@example.com>", "S: 250 ok",
 	       "C: RCPT TO:<bob@remote.test>");
 	cr_assert(!H.s.esmtp);
@@ -496,7 +495,7 @@ Test(smtpc, helo_after_ehlo_5xx)
 
 Test(smtpc, helo_refused_too)
 {
-	DIALOG(GREET, "C: EHLO " ME, "S: 500 what", "C: HELO " ME, "S: 550 go away", "C: QUIT",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 500 what", "C: HELO mx.example.com", "S: 550 go away", "C: QUIT",
 	       "S: 221 bye");
 	for (unsigned i = 0; i < 2; i++)
 		check_rcpt(i, SMTPC_PERM, 550, "5.0.0", SMTPC_W_EHLO, "550 go away");
@@ -504,7 +503,7 @@ Test(smtpc, helo_refused_too)
 
 Test(smtpc, ehlo_4xx)
 {
-	DIALOG(GREET, "C: EHLO " ME, "S: 451 4.3.2 busy", "C: QUIT");
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 451 4.3.2 busy", "C: QUIT");
 	check_rcpt(0, SMTPC_TEMP, 451, "4.3.2", SMTPC_W_EHLO, "451 4.3.2 busy");
 	cr_assert(H.s.try_next_mx);
 }
@@ -528,7 +527,7 @@ Test(smtpc, greeting_421_closes_without_quit)
 
 Test(smtpc, multiline_greeting)
 {
-	DIALOG("S: 220-mx.remote.test ESMTP", "S: 220-more", "S: 220 end", "C: EHLO " ME);
+	DIALOG("S: 220-mx.remote.test ESMTP", "S: 220-more", "S: 220 end", "C: EHLO mx.example.com");
 }
 
 /* ------------------------------------------------------------------ */
@@ -536,7 +535,7 @@ Test(smtpc, multiline_greeting)
 
 Test(smtpc, starttls_opportunistic)
 {
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250-PIPELINING", "S: 250 STARTTLS",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250-PIPELINING", "S: 250 STARTTLS",
 	       "C: STARTTLS");
 	/* bytes after 220 are injected plaintext: dropped (RFC 3207 6) */
 	drive_str(&H, "220 2.0.0 go ahead\r\n250 injected\r\n");
@@ -551,21 +550,21 @@ Test(smtpc, starttls_opportunistic)
 
 Test(smtpc, starttls_not_offered_opportunistic_goes_plain)
 {
-	DIALOG(GREET, "C: EHLO " ME, "S: 250 x", "C: MAIL FROM:<alice@example.com>");
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250 x", "C: MAIL FROM:<alice@example.com>");
 	cr_assert(!H.s.tls);
 }
 
 Test(smtpc, starttls_never_with_policy_none)
 {
 	H.pol.tls = SMTPC_TLS_NONE;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 STARTTLS",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 STARTTLS",
 	       "C: MAIL FROM:<alice@example.com>");
 }
 
 Test(smtpc, starttls_required_not_offered)
 {
 	H.pol.tls = SMTPC_TLS_REQUIRED;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250 x", "C: QUIT", "S: 221 bye");
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250 x", "C: QUIT", "S: 221 bye");
 	for (unsigned i = 0; i < 2; i++)
 		check_rcpt(i, SMTPC_TEMP, 0, "4.7.4", SMTPC_W_EHLO,
 			   "TLS is required, but the remote server does not offer STARTTLS");
@@ -575,7 +574,7 @@ Test(smtpc, starttls_required_not_offered)
 Test(smtpc, starttls_required_refused)
 {
 	H.pol.tls = SMTPC_TLS_REQUIRED;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 STARTTLS", "C: STARTTLS",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 STARTTLS", "C: STARTTLS",
 	       "S: 454 4.7.0 TLS not available", "C: QUIT");
 	check_rcpt(0, SMTPC_TEMP, 0, "4.7.4", SMTPC_W_STARTTLS,
 		   "TLS is required, but STARTTLS was refused: 454 4.7.0 TLS not available");
@@ -583,7 +582,7 @@ Test(smtpc, starttls_required_refused)
 
 Test(smtpc, starttls_refused_opportunistic_goes_plain)
 {
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 STARTTLS", "C: STARTTLS",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 STARTTLS", "C: STARTTLS",
 	       "S: 454 4.7.0 TLS not available", "C: MAIL FROM:<alice@example.com>");
 	cr_assert(!H.s.tls);
 }
@@ -591,7 +590,7 @@ Test(smtpc, starttls_refused_opportunistic_goes_plain)
 Test(smtpc, starttls_handshake_failure)
 {
 	H.tls_result = -1;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 STARTTLS", "C: STARTTLS",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 STARTTLS", "C: STARTTLS",
 	       "S: 220 go");
 	cr_assert(H.closed);
 	check_rcpt(0, SMTPC_TEMP, 0, "4.7.5", SMTPC_W_STARTTLS, "TLS handshake failed");
@@ -601,8 +600,8 @@ Test(smtpc, starttls_handshake_failure)
 Test(smtpc, starttls_required_and_done)
 {
 	H.pol.tls = SMTPC_TLS_REQUIRED;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 STARTTLS", "C: STARTTLS", "S: 220 go",
-	       "C: EHLO " ME, "S: 250-x", "S: 250 SIZE 1000",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 STARTTLS", "C: STARTTLS", "S: 220 go",
+	       "C: EHLO mx.example.com", "S: 250-x", "S: 250 SIZE 1000",
 	       "C: MAIL FROM:<alice@example.com> SIZE=100");
 }
 
@@ -611,14 +610,14 @@ Test(smtpc, starttls_required_and_done)
 
 Test(smtpc, data_refused)
 {
-	DIALOG(GREET, "C: EHLO " ME, "S: 250 x", "C: MAIL FROM:<alice@example.com>",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250 x", "C: MAIL FROM:<alice@example.com>",
 	       "S: 250 ok", "C: RCPT TO:<bob@remote.test>", "S: 550 no",
 	       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "C: DATA",
 	       "S: 554 5.5.1 no valid recipients", "C: QUIT");
 	check_rcpt(0, SMTPC_PERM, 550, "5.0.0", SMTPC_W_RCPT, "550 no");
 	check_rcpt(1, SMTPC_PERM, 554, "5.5.1", SMTPC_W_DATA, NULL);
 	setup();
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 pipelining",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 pipelining",
 	       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
 	       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "S: 250 ok", "S: 250 ok",
 	       "C: DATA", "S: 451 4.3.0 later", "C: QUIT");
@@ -633,7 +632,7 @@ Test(smtpc, end_of_data_refused)
 		setup();
 		char srv[64];
 		snprintf(srv, sizeof srv, "S: %s", replies[k]);
-		DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 pipelining",
+		DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 pipelining",
 		       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
 		       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "S: 250 ok", "S: 250 ok",
 		       "C: DATA", "S: 354 go", BODY_OUT, srv, "C: QUIT");
@@ -646,7 +645,7 @@ Test(smtpc, end_of_data_refused)
 Test(smtpc, end_of_data_421)
 {
 	H.msg.nrcpt = 1;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250 x", "C: MAIL FROM:<alice@example.com>",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250 x", "C: MAIL FROM:<alice@example.com>",
 	       "S: 250 ok", "C: RCPT TO:<bob@remote.test>", "S: 250 ok", "C: DATA",
 	       "S: 354 go", BODY_OUT, "S: 421 4.4.2 timeout");
 	cr_assert(H.closed);
@@ -657,7 +656,7 @@ Test(smtpc, body_read_error_never_ends_the_data)
 {
 	H.msg.nrcpt = 1;
 	H.body_result = -5;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250 x", "C: MAIL FROM:<alice@example.com>",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250 x", "C: MAIL FROM:<alice@example.com>",
 	       "S: 250 ok", "C: RCPT TO:<bob@remote.test>", "S: 250 ok", "C: DATA",
 	       "S: 354 go", "C: Subject: hi", "C: ", "C: ..dot line", "C: end");
 	cr_assert(H.closed);
@@ -667,7 +666,7 @@ Test(smtpc, body_read_error_never_ends_the_data)
 Test(smtpc, rcpt_421_mid_batch)
 {
 	setup_rcpts(&H, 3);
-	DIALOG(GREET, "C: EHLO " ME, "S: 250-x", "S: 250 pipelining",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 pipelining",
 	       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
 	       "C: RCPT TO:<carol@remote.test>", "C: RCPT TO:<r2@remote.test>", "S: 250 ok",
 	       "S: 550 5.1.1 unknown", "S: 421 4.7.0 too many errors");
@@ -683,7 +682,7 @@ Test(smtpc, rcpt_421_mid_batch)
 Test(smtpc, multiline_reply_text_is_joined)
 {
 	H.msg.nrcpt = 1;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250 x", "C: MAIL FROM:<alice@example.com>",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250 x", "C: MAIL FROM:<alice@example.com>",
 	       "S: 250 ok", "C: RCPT TO:<bob@remote.test>",
 	       "S: 550-5.1.1 The email account that you tried to reach does not exist.",
 	       "S: 550-5.1.1 Please try double-checking",
@@ -710,7 +709,7 @@ Test(smtpc, status_codes_only_when_well_formed)
 		H.msg.nrcpt = 1;
 		char srv[64];
 		snprintf(srv, sizeof srv, "S: %s", cases[k].line);
-		DIALOG(GREET, "C: EHLO " ME, "S: 250 x", "C: MAIL FROM:<alice@example.com>",
+		DIALOG(GREET, "C: EHLO mx.example.com", "S: 250 x", "C: MAIL FROM:<alice@example.com>",
 		       "S: 250 ok", "C: RCPT TO:<bob@remote.test>", srv, "C: QUIT");
 		cr_assert_str_eq(H.rcpt[0].status, cases[k].status, "%s", cases[k].line);
 	}
@@ -719,7 +718,7 @@ Test(smtpc, status_codes_only_when_well_formed)
 Test(smtpc, reply_text_is_sanitised)
 {
 	H.msg.nrcpt = 1;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250 x", "C: MAIL FROM:<alice@example.com>",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250 x", "C: MAIL FROM:<alice@example.com>",
 	       "S: 250 ok", "C: RCPT TO:<bob@remote.test>", "S: 550 a\tb\x01\xc3\xa9", "C: QUIT");
 	check_rcpt(0, SMTPC_PERM, 550, "5.0.0", SMTPC_W_RCPT, "550 a b???");
 }
@@ -792,7 +791,7 @@ Test(smtpc, deadlines_per_stage)
 	cr_assert_eq(smtpc_wait(&H.s, &secs, NULL), SMTPC_W_GREETING);
 	cr_assert_eq(secs, 300);
 	H.msg.nrcpt = 1;
-	DIALOG(GREET, "C: EHLO " ME);
+	DIALOG(GREET, "C: EHLO mx.example.com");
 	cr_assert_eq(smtpc_wait(&H.s, &secs, NULL), SMTPC_W_EHLO);
 	cr_assert_eq(secs, 300);
 	DIALOG("S: 250 x", "C: MAIL FROM:<alice@example.com>");
@@ -825,7 +824,7 @@ Test(smtpc, timeout_at_greeting_and_rcpt)
 	check_rcpt(0, SMTPC_TEMP, 0, "4.4.2", SMTPC_W_GREETING, "timeout waiting for the greeting");
 	cr_assert(H.s.try_next_mx);
 	setup();
-	DIALOG(GREET, "C: EHLO " ME, "S: 250 x", "C: MAIL FROM:<alice@example.com>", "S: 250 ok",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250 x", "C: MAIL FROM:<alice@example.com>", "S: 250 ok",
 	       "C: RCPT TO:<bob@remote.test>", "S: 250 ok", "C: RCPT TO:<carol@remote.test>");
 	smtpc_timeout(&H.s);
 	check_rcpt(0, SMTPC_TEMP, 0, "4.4.2", SMTPC_W_RCPT, "timeout waiting for the reply to RCPT TO");
@@ -843,7 +842,7 @@ Test(smtpc, connection_lost)
 	check_rcpt(0, SMTPC_TEMP, 0, "4.4.2", SMTPC_W_GREETING,
 		   "connection lost before the greeting");
 	setup();
-	DIALOG(GREET, "C: EHLO " ME, "S: 250 x", "C: MAIL FROM:<alice@example.com>", "S: 250 ok",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250 x", "C: MAIL FROM:<alice@example.com>", "S: 250 ok",
 	       "C: RCPT TO:<bob@remote.test>", "S: 550 no", "C: RCPT TO:<carol@remote.test>",
 	       "S: 250 ok", "C: DATA", "S: 354 go", BODY_OUT);
 	smtpc_eof(&H.s);
@@ -854,7 +853,7 @@ Test(smtpc, connection_lost)
 Test(smtpc, connection_lost_after_the_last_reply_changes_nothing)
 {
 	H.msg.nrcpt = 1;
-	DIALOG(GREET, "C: EHLO " ME, "S: 250 x", "C: MAIL FROM:<alice@example.com>", "S: 250 ok",
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250 x", "C: MAIL FROM:<alice@example.com>", "S: 250 ok",
 	       "C: RCPT TO:<bob@remote.test>", "S: 250 ok", "C: DATA", "S: 354 go", BODY_OUT,
 	       "S: 250 ok", "C: QUIT");
 	smtpc_eof(&H.s);

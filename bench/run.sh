@@ -634,7 +634,7 @@ set output "$RES/throughput.png"
 set multiplot layout 1,2 title "SMTP throughput, mailpopbox vs peers ($(nproc) CPUs, loopback)"
 set logscale xy
 set grid
-set key top left
+set key bottom right
 set datafile missing "NaN"
 set title "1 KiB messages: msgs/s vs concurrent sessions"
 set xlabel "sessions"
@@ -647,6 +647,7 @@ plot "$W/conc.dat" u 1:2 w lp lw 2 t "mailpopbox sync=none", \
 set title "10 sessions: MB/s vs message size"
 set xlabel "message size (KiB)"
 set ylabel "MB/s"
+set xrange [0.8:13000]
 set xtics (1, 16, 256, 1024, 10240)
 plot "$W/size.dat" u 1:2 w lp lw 2 t "mailpopbox sync=none", \
      "" u 1:3 w lp lw 2 t "mailpopbox sync=full", \

@@ -26,6 +26,7 @@
 #include "core/limits.h"
 #include "core/log.h"
 #include "core/pool.h"
+#include "core/relay.h"
 #include "core/server.h"
 #include "core/tls.h"
 #include "store/queue.h"
@@ -342,6 +343,9 @@ static int run(const char *path)
 		fprintf(stderr, "mailpopbox: cannot start helper threads\n");
 		return 2;
 	}
+	/* Before the workers: its queue_load() must not race an enqueue. */
+	if (cfg.relay.queue && relay_start(&srv) != 0)
+		return 2;
 	pthread_barrier_init(&worker_ready, NULL, srv.nworkers + 1);
 	for (unsigned i = 0; i < srv.nworkers; i++)
 		if (pthread_create(&srv.workers[i].thread, NULL, worker_run, &srv.workers[i]) != 0) {
@@ -382,6 +386,7 @@ static int run(const char *path)
 	for (unsigned i = 0; i < srv.nworkers; i++)
 		pthread_join(srv.workers[i].thread, NULL);
 	pool_stop();
+	relay_stop();
 	log_stats(&srv);
 	log_info("stopped", "status=0");
 	for (unsigned i = 0; i < cfg.ndomains; i++)

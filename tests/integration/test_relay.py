@@ -1,0 +1,344 @@
+"""Relay (SPEC 5): authenticated submissions to other domains leave through
+the durable queue to the MX hosts that DNS names, and failures come back as
+DSNs in the sender's maildrop. Real peers on loopback: dnsmasq for DNS
+(relay.test MX mx.relay.test -> 127.0.0.1; null.test has a null MX;
+implicit.test has no MX but an address; anything else under .test is
+NXDOMAIN) and a scripted asyncio SMTP server as the MX (relayutil.Peer).
+"""
+
+import os
+import re
+import time
+import unittest
+
+import harness
+import relayutil
+from harness import DOMAIN1
+from relayutil import message, submit
+
+RCPT = "rcpt@relay.test"
+
+
+class RelayTestCase(unittest.TestCase):
+    def setUp(self):
+        self.dns = relayutil.DNS(
+            self,
+            mx=[("relay.test", "mx.relay.test", 10), ("null.test", ".", 0)],
+            hosts=[("mx.relay.test", "127.0.0.1"), ("implicit.test", "127.0.0.1")])
+
+    def peer(self, **kw):
+        return relayutil.Peer(self, **kw)
+
+    def server(self, peer_port, start=True, **relay):
+        return relayutil.relay_server(self, self.dns.port, peer_port, start=start, **relay)
+
+    def queue_entries(self, srv):
+        q = srv.config["relay"]["queue"]
+        try:
+            return sorted(n for n in os.listdir(q) if n.endswith(".env"))
+        except FileNotFoundError:
+            return []
+
+    def wait_queue_empty(self, srv, timeout=20):
+        deadline = time.monotonic() + timeout
+        while self.queue_entries(srv):
+            if time.monotonic() > deadline:
+                self.fail("queue not empty after %ss: %s\n%s" % (timeout, self.queue_entries(srv),
+                                                                 srv.stderr()[-3000:]))
+            time.sleep(0.05)
+
+    def assert_one_dsn(self, srv, timeout=20):
+        dsns = relayutil.wait_dsn(srv, 1, timeout)
+        self.assertEqual(len(dsns), 1, "expected one DSN; log:\n" + srv.stderr()[-3000:])
+        name, data = dsns[0]
+        self.assertEqual(harness.size_suffix(name), len(data), "S= must be the exact file size")
+        return relayutil.parse_dsn(data)
+
+
+class Delivery(RelayTestCase):
+    def test_delivered_once_with_sendas(self):
+        """SPEC 4 send-as, then SPEC 5: the MX sees the rewritten From and
+        MAIL FROM, once; the queue empties; no DSN without NOTIFY=SUCCESS."""
+        peer = self.peer()
+        srv = self.server(peer.port)
+        submit(srv, [RCPT], message(subject="[sendas:sales] hi"))
+        tx = peer.wait_transactions(1)[0]
+        self.assertEqual(tx.mail_from, "sales@" + DOMAIN1)
+        self.assertEqual(tx.rcpts, [RCPT])
+        m = tx.message()
+        self.assertIn("sales@" + DOMAIN1, m["From"])
+        self.assertEqual(str(m["Subject"]), "hi")
+        self.assertIn(b"hello from the relay test", tx.data)
+        srv.wait_log(r"event=relay_delivered .*rcpt=rcpt@relay\.test .*host=mx\.relay\.test")
+        self.wait_queue_empty(srv)
+        time.sleep(1.5)
+        self.assertEqual(len(peer.transactions), 1)
+        self.assertEqual(relayutil.dsn_files(srv), [])
+        self.assertEqual(srv.log_lines("relay_attempt").__len__(), 1)
+
+    def test_dot_stuffing_and_size(self):
+        """Lines starting with '.' survive (the peer unstuffs), SIZE= is the
+        queued size, and a large body streams through."""
+        peer = self.peer()
+        srv = self.server(peer.port)
+        body = "".join(".line %d with a leading dot\r\n" % i for i in range(20000)) + ".\r\n..\r\nend\r\n"
+        submit(srv, [RCPT], message(body=body))
+        tx = peer.wait_transactions(1, timeout=30)[0]
+        self.assertTrue(tx.data.endswith(body.encode()), tx.data[-200:])
+        self.assertRegex(tx.mail_params, r"SIZE=\d+")
+
+    def test_several_recipients_one_transaction(self):
+        """Recipients of one domain share one transaction (RFC 5321 3.3)."""
+        peer = self.peer()
+        srv = self.server(peer.port)
+        rcpts = ["a@relay.test", "b@relay.test", "c@RELAY.test"]
+        submit(srv, rcpts, message())
+        tx = peer.wait_transactions(1)[0]
+        self.assertEqual(sorted(tx.rcpts), sorted(rcpts))
+        self.wait_queue_empty(srv)
+        self.assertEqual(len(peer.transactions), 1)
+
+    def test_smarthost_bypasses_mx(self):
+        """relay.smarthost: everything goes there; no MX lookup at all."""
+        peer = self.peer()
+        srv = self.server(1, smarthost="127.0.0.1:%d" % peer.port)
+        submit(srv, ["someone@nowhere.test"], message(to="someone@nowhere.test"))
+        tx = peer.wait_transactions(1)[0]
+        self.assertEqual(tx.rcpts, ["someone@nowhere.test"])
+        self.wait_queue_empty(srv)
+        self.assertNotIn("query[MX]", self.dns.log())
+
+    def test_implicit_mx(self):
+        """No MX record: the domain's own address (RFC 5321 5.1)."""
+        peer = self.peer()
+        srv = self.server(peer.port)
+        submit(srv, ["x@implicit.test"], message(to="x@implicit.test"))
+        tx = peer.wait_transactions(1)[0]
+        self.assertEqual(tx.rcpts, ["x@implicit.test"])
+
+    def test_starttls_opportunistic(self):
+        """relay.tls = opportunistic: STARTTLS when offered (no verification
+        of the self-signed certificate), then the message inside TLS."""
+        peer = self.peer(tls_context=relayutil.peer_tls_context())
+        srv = self.server(peer.port, tls="opportunistic")
+        submit(srv, [RCPT], message())
+        tx = peer.wait_transactions(1)[0]
+        self.assertTrue(tx.tls, "the transaction should have run inside TLS")
+        srv.wait_log(r"event=relay_delivered .*tls=yes")
+
+    def test_tls_required_unverifiable_defers(self):
+        """relay.tls = required: a certificate that does not verify is a
+        temporary failure, never a plaintext fallback."""
+        peer = self.peer(tls_context=relayutil.peer_tls_context())
+        srv = self.server(peer.port, tls="required")
+        submit(srv, [RCPT], message())
+        srv.wait_log(r"event=relay_tls_failed .*host=mx\.relay\.test")
+        srv.wait_log(r"event=relay_deferred .*rcpt=rcpt@relay\.test")
+        self.assertEqual(peer.transactions, [])
+
+
+class Failures(RelayTestCase):
+    def test_550_gives_dsn(self):
+        """5xx from the MX: a DSN (RFC 3464) in the sender's maildrop with
+        the peer's reply as Diagnostic-Code, the original attached."""
+        peer = self.peer()
+        peer.rcpt_reply = lambda addr, conn: "550 5.1.1 <%s>: mailbox unavailable here" % addr
+        srv = self.server(peer.port)
+        submit(srv, [RCPT], message(subject="bounce me"))
+        msg, rcpts, per_msg = self.assert_one_dsn(srv)
+        self.assertEqual(msg.get_content_type(), "multipart/report")
+        self.assertEqual(msg.get_param("report-type"), "delivery-status")
+        self.assertEqual(msg["To"].strip("<> "), "mailbox@" + DOMAIN1)
+        self.assertIn(harness.HOSTNAME, per_msg.get("Reporting-MTA", ""))
+        self.assertEqual(len(rcpts), 1)
+        r = rcpts[0]
+        self.assertIn(RCPT, r["Final-Recipient"])
+        self.assertEqual(r["Action"], "failed")
+        self.assertTrue(r["Status"].startswith("5."), r)
+        self.assertEqual(r["Status"], "5.1.1")
+        self.assertIn("mailbox unavailable here", re.sub(r"\s+", " ", r["Diagnostic-Code"]))
+        self.assertIn("mx.relay.test", r.get("Remote-MTA", ""))
+        raw = relayutil.dsn_files(srv)[0][1]
+        self.assertIn(b"Subject: bounce me", raw)       # RET unset + failure: full copy
+        self.wait_queue_empty(srv)
+        srv.wait_log(r"event=relay_failed .*status=5\.1\.1")
+        srv.wait_log(r"event=dsn_delivered .*rcpt=rcpt@relay\.test .*action=failed")
+
+    def test_partial_failure(self):
+        """One recipient refused, one accepted: one delivery, one DSN that
+        names only the refused one."""
+        peer = self.peer()
+        peer.rcpt_reply = lambda addr, conn: "550 5.1.1 nope" if addr.startswith("bad") else None
+        srv = self.server(peer.port)
+        submit(srv, ["good@relay.test", "bad@relay.test"], message())
+        tx = peer.wait_transactions(1)[0]
+        self.assertEqual(tx.rcpts, ["good@relay.test"])
+        _, rcpts, _ = self.assert_one_dsn(srv)
+        self.assertEqual(len(rcpts), 1)
+        self.assertIn("bad@relay.test", rcpts[0]["Final-Recipient"])
+        self.wait_queue_empty(srv)
+        self.assertEqual(len(peer.transactions), 1)
+
+    def test_notify_never_no_dsn(self):
+        """NOTIFY=NEVER (RFC 3461 4.1): a failure produces no DSN."""
+        peer = self.peer()
+        peer.rcpt_reply = lambda addr, conn: "550 5.1.1 no"
+        srv = self.server(peer.port)
+        submit(srv, [RCPT], message(), rcpt_options=["NOTIFY=NEVER"])
+        srv.wait_log(r"event=relay_failed ")
+        self.wait_queue_empty(srv)
+        time.sleep(0.5)
+        self.assertEqual(relayutil.dsn_files(srv), [])
+        self.assertEqual(srv.log_lines("dsn_delivered"), [])
+
+    def test_null_mx(self):
+        """RFC 7505: a null MX fails at once (5.1.10), nothing is dialled."""
+        peer = self.peer()
+        srv = self.server(peer.port)
+        submit(srv, ["x@null.test"], message(to="x@null.test"))
+        _, rcpts, _ = self.assert_one_dsn(srv, timeout=10)
+        self.assertEqual(rcpts[0]["Status"], "5.1.10")
+        self.assertEqual(rcpts[0]["Action"], "failed")
+        self.assertEqual(peer.connections, 0)
+        self.assertEqual(srv.log_lines("relay_attempt"), [])
+
+    def test_nxdomain(self):
+        """A domain that does not exist fails permanently."""
+        peer = self.peer()
+        srv = self.server(peer.port)
+        submit(srv, ["x@nowhere.test"], message(to="x@nowhere.test"))
+        _, rcpts, _ = self.assert_one_dsn(srv, timeout=10)
+        self.assertTrue(rcpts[0]["Status"].startswith("5."), rcpts[0])
+        self.assertEqual(peer.connections, 0)
+
+    def test_null_sender_never_bounced(self):
+        """A message from <> never draws a DSN (RFC 5321 6.1)."""
+        peer = self.peer()
+        peer.rcpt_reply = lambda addr, conn: "550 5.1.1 no"
+        srv = self.server(peer.port)
+        submit(srv, [RCPT], message(), sender="<>")
+        srv.wait_log(r"event=relay_failed ")
+        self.wait_queue_empty(srv)
+        time.sleep(0.5)
+        self.assertEqual(relayutil.dsn_files(srv), [])
+
+    def test_expired(self):
+        """4xx until max_queue_time: then failed, Status 4.4.7, the last
+        reply kept as the diagnostic."""
+        peer = self.peer()
+        peer.rcpt_reply = lambda addr, conn: "451 4.3.0 try again later, dear"
+        srv = self.server(peer.port, max_queue_time="3s")
+        submit(srv, [RCPT], message())
+        _, rcpts, _ = self.assert_one_dsn(srv, timeout=20)
+        self.assertEqual(rcpts[0]["Action"], "failed")
+        self.assertEqual(rcpts[0]["Status"], "4.4.7")
+        self.assertIn("try again later", rcpts[0]["Diagnostic-Code"])
+        self.assertGreaterEqual(peer.connections, 2)
+        self.wait_queue_empty(srv)
+
+
+class Retry(RelayTestCase):
+    def test_451_then_250(self):
+        """4xx: retried per relay.retry; delivered exactly once."""
+        peer = self.peer()
+        peer.rcpt_reply = lambda addr, conn: "451 4.7.1 greylisted, come back" if conn == 1 else None
+        srv = self.server(peer.port)
+        submit(srv, [RCPT], message())
+        srv.wait_log(r"event=relay_deferred .*rcpt=rcpt@relay\.test .*greylisted")
+        tx = peer.wait_transactions(1, timeout=20)
+        self.assertEqual(tx[0].conn, 2)
+        self.wait_queue_empty(srv)
+        time.sleep(1.5)
+        self.assertEqual(len(peer.transactions), 1)
+        self.assertEqual(peer.connections, 2)
+        self.assertEqual(relayutil.dsn_files(srv), [])
+
+    def test_451_after_data(self):
+        """4xx to the end of data: the message is sent again in full."""
+        peer = self.peer()
+        peer.data_reply = lambda tx, conn: "451 4.3.0 disk hiccup" if conn == 1 else None
+        srv = self.server(peer.port)
+        submit(srv, [RCPT], message(subject="again"))
+        tx = peer.wait_transactions(1, timeout=20)[0]
+        self.assertEqual(tx.conn, 2)
+        self.assertEqual(str(tx.message()["Subject"]), "again")
+
+    def test_peer_down_kill_restart(self):
+        """The queue survives kill -9: peer down, server killed and started
+        again, peer up: the message arrives exactly once."""
+        port = relayutil.free_port()
+        peer = self.peer(port=port, start=False)
+        srv = self.server(port)
+        submit(srv, [RCPT], message(subject="durable"))
+        srv.wait_log(r"event=relay_deferred .*rcpt=rcpt@relay\.test")
+        self.assertEqual(len(self.queue_entries(srv)), 1)
+        srv.kill()
+        self.assertEqual(len(self.queue_entries(srv)), 1)
+        peer.start()
+        srv.start()
+        tx = peer.wait_transactions(1, timeout=20)
+        self.assertEqual(str(tx[0].message()["Subject"]), "durable")
+        self.wait_queue_empty(srv)
+        time.sleep(1.5)
+        self.assertEqual(len(peer.transactions), 1)
+
+    def test_delay_notification(self):
+        """NOTIFY=DELAY,FAILURE: one delay report after a 4xx, then none
+        when it is delivered."""
+        peer = self.peer()
+        peer.rcpt_reply = lambda addr, conn: "451 4.2.0 later" if conn <= 2 else None
+        srv = self.server(peer.port)
+        submit(srv, [RCPT], message(), rcpt_options=["NOTIFY=DELAY,FAILURE"])
+        peer.wait_transactions(1, timeout=20)
+        self.wait_queue_empty(srv)
+        dsns = relayutil.dsn_files(srv)
+        self.assertEqual(len(dsns), 1, srv.stderr()[-3000:])
+        _, rcpts, _ = relayutil.parse_dsn(dsns[0][1])
+        self.assertEqual(rcpts[0]["Action"], "delayed")
+        self.assertTrue(rcpts[0]["Status"].startswith("4."), rcpts[0])
+
+
+class Success(RelayTestCase):
+    def notify_success(self, dsn):
+        peer = self.peer(dsn=dsn)
+        srv = self.server(peer.port)
+        submit(srv, [RCPT], message(), rcpt_options=["NOTIFY=SUCCESS"])
+        tx = peer.wait_transactions(1)[0]
+        _, rcpts, _ = self.assert_one_dsn(srv)
+        return tx, rcpts[0]
+
+    def test_relayed_when_peer_has_no_dsn(self):
+        """RFC 3461 5.2.2: the next hop does not offer DSN -> relayed."""
+        tx, r = self.notify_success(dsn=False)
+        self.assertEqual(r["Action"], "relayed")
+        self.assertNotIn("NOTIFY", tx.rcpt_params.get(RCPT, ""))
+
+    def test_delivered_when_peer_has_dsn(self):
+        """The next hop offers DSN: it is asked to report; we say delivered
+        and pass NOTIFY on."""
+        tx, r = self.notify_success(dsn=True)
+        self.assertEqual(r["Action"], "delivered")
+        self.assertIn("NOTIFY=SUCCESS", tx.rcpt_params.get(RCPT, ""))
+
+
+class Shutdown(RelayTestCase):
+    def test_stop_during_slow_attempt(self):
+        """SIGTERM while the relay waits on a silent MX: exit 0 promptly,
+        the entry stays queued."""
+        import socket
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(5)     # accepts, never greets
+        self.addCleanup(lsock.close)
+        srv = self.server(lsock.getsockname()[1])
+        submit(srv, [RCPT], message())
+        srv.wait_log(r"event=relay_attempt ")
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        srv.stop()
+        self.assertLess(time.monotonic() - t0, 8)
+        self.assertEqual(len(self.queue_entries(srv)), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()

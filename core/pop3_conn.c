@@ -42,6 +42,7 @@ struct retr {
 	bool reopen;       /* the pool's second look for a moved file */
 	bool top;          /* TOP: through buf and pop3_stuff */
 	uint64_t off;      /* file offset of the next read */
+	uint32_t asked;    /* octets the read in flight asked for */
 	uint32_t len, pos; /* bytes in buf, bytes of them consumed */
 	struct pop3_stuffer st;
 	char buf[RETR_READ_CAP];
@@ -208,6 +209,7 @@ static void retr_read(struct conn *c)
 		dst = c->out.p + c->out.len;
 		n = (c->out.cap - c->out.len - 8) * 2 / 3; /* room for the dots */
 	}
+	r->asked = (uint32_t)n;
 	struct io_uring_sqe *sqe = worker_sqe(c->w);
 	io_uring_prep_read(sqe, r->fd, dst, (unsigned)n, r->off);
 	io_uring_sqe_set_data64(sqe, op_tag(c, OP_FILE_READ));
@@ -353,7 +355,8 @@ void pop3_conn_read_done(struct conn *c, int res)
 		conn_close(c);
 		return;
 	}
-	if (res == 0)
+	/* A regular file reads short only at its end: no read for the 0. */
+	if ((uint32_t)res < r->asked)
 		r->eof = true;
 	r->off += (uint64_t)res;
 	if (r->top) {

@@ -17,7 +17,8 @@
  * binary search) and each entry's `st` belong to the mutex. An entry in
  * state BUSY belongs to the one delivery thread that took it: it changes
  * the entry's contents without the lock and hands it back by setting IDLE
- * (or removing it) under the lock. The mutex is never held across I/O, so
+ * (or removing it) under the lock. The mutex is never held across a read,
+ * a write or a network wait (only a scan's stat of one state file), so
  * relay_kick() can be called from anywhere without waiting on a disk or a
  * network.
  *
@@ -31,9 +32,9 @@
  */
 #include "core/relay.h"
 
+#include <ares.h>
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
-#include <ares.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -44,8 +45,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,10 +79,10 @@
 #define DSN_RETRY_S 60
 
 enum rstate {
-	R_IDLE,  /* waiting for next_try */
+	R_IDLE,	 /* waiting for next_try */
 	R_READY, /* due, in the ready FIFO */
-	R_BUSY,  /* a delivery thread owns it */
-	R_BAD,   /* unusable (logged once); left for the operator */
+	R_BUSY,	 /* a delivery thread owns it */
+	R_BAD,	 /* unusable (logged once); left for the operator */
 };
 
 struct rentry {
@@ -93,7 +94,7 @@ struct rentry {
 static struct relay {
 	pthread_mutex_t lock;
 	pthread_cond_t sched_cv; /* kick, stop, an entry back from a thread */
-	pthread_cond_t work_cv;  /* the ready FIFO got an entry, stop */
+	pthread_cond_t work_cv;	 /* the ready FIFO got an entry, stop */
 	bool started, stop, kicked;
 	struct server *srv;
 	const struct relay_config *rc;
@@ -107,16 +108,19 @@ static struct relay {
 	unsigned nworkers;
 	SSL_CTX *tls_verify; /* relay.tls = required: verify chain and name */
 	SSL_CTX *tls_any;    /* opportunistic: encrypt, verify nothing */
-	char *ns_csv;        /* relay.nameservers joined, or NULL */
+	char *ns_csv;	     /* relay.nameservers joined, or NULL */
 } R = {
-	.lock = PTHREAD_MUTEX_INITIALIZER,
-	.sched_cv = PTHREAD_COND_INITIALIZER,
-	.work_cv = PTHREAD_COND_INITIALIZER,
-	.qdirfd = -1,
-	.stopfd = -1,
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .sched_cv = PTHREAD_COND_INITIALIZER,
+    .work_cv = PTHREAD_COND_INITIALIZER,
+    .qdirfd = -1,
+    .stopfd = -1,
 };
 
-static int64_t now_s(void) { return (int64_t)time(NULL); }
+static int64_t now_s(void)
+{
+	return (int64_t)time(NULL);
+}
 
 static int64_t mono_ms(void)
 {
@@ -125,16 +129,13 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static bool stopping(void)
-{
-	struct pollfd p = {.fd = R.stopfd, .events = POLLIN};
-	return poll(&p, 1, 0) > 0;
-}
-
 /* ------------------------------------------------------------------ */
 /* the entry list (lock held) */
 
-static int id_cmp(const char *id, const struct rentry *r) { return strcmp(id, r->e.id); }
+static int id_cmp(const char *id, const struct rentry *r)
+{
+	return strcmp(id, r->e.id);
+}
 
 /* Index of id, or -(insertion point) - 1. */
 static long list_find(const char *id)
@@ -143,8 +144,7 @@ static long list_find(const char *id)
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
 		int c = id_cmp(id, R.v[mid]);
-		if (c == 0)
-			return (long)mid;
+		if (c == 0) return (long)mid;
 		if (c < 0)
 			hi = mid;
 		else
@@ -156,18 +156,16 @@ static long list_find(const char *id)
 static int list_insert(struct rentry *r)
 {
 	long at = list_find(r->e.id);
-	if (at >= 0)
-		return -EEXIST;
+	if (at >= 0) return -EEXIST;
 	size_t pos = (size_t)(-at - 1);
 	if (R.n == R.cap) {
 		unsigned cap = R.cap ? R.cap * 2 : 64;
-		struct rentry **nv = realloc(R.v, cap * sizeof *nv);
-		if (!nv)
-			return -ENOMEM;
+		struct rentry **nv = realloc(R.v, cap * sizeof(struct rentry *));
+		if (!nv) return -ENOMEM;
 		R.v = nv;
 		R.cap = cap;
 	}
-	memmove(&R.v[pos + 1], &R.v[pos], (R.n - pos) * sizeof *R.v);
+	memmove(&R.v[pos + 1], &R.v[pos], (R.n - pos) * sizeof(struct rentry *));
 	R.v[pos] = r;
 	R.n++;
 	return 0;
@@ -176,9 +174,8 @@ static int list_insert(struct rentry *r)
 static void list_remove(struct rentry *r)
 {
 	long at = list_find(r->e.id);
-	if (at < 0)
-		return;
-	memmove(&R.v[at], &R.v[at + 1], (R.n - (size_t)at - 1) * sizeof *R.v);
+	if (at < 0) return;
+	memmove(&R.v[at], &R.v[at + 1], (R.n - (size_t)at - 1) * sizeof(struct rentry *));
 	R.n--;
 }
 
@@ -206,19 +203,17 @@ static int load_entry(const char *id, struct queue_entry *e)
 	snprintf(name, sizeof name, "%s.env", id);
 	memset(e, 0, sizeof *e);
 	int fd = openat(R.qdirfd, name, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+	if (fd < 0) return -errno;
 	struct stat st;
 	char *text = NULL;
 	ssize_t got = -1;
-	if (fstat(fd, &st) == 0 && st.st_size < (1 << 24) && (text = malloc((size_t)st.st_size + 1))) {
+	if (fstat(fd, &st) == 0 && st.st_size < (1 << 24) &&
+	    (text = malloc((size_t)st.st_size + 1))) {
 		size_t off = 0;
 		while (off < (size_t)st.st_size) {
 			ssize_t k = read(fd, text + off, (size_t)st.st_size - off);
-			if (k < 0 && errno == EINTR)
-				continue;
-			if (k <= 0)
-				break;
+			if (k < 0 && errno == EINTR) continue;
+			if (k <= 0) break;
 			off += (size_t)k;
 		}
 		got = (ssize_t)off;
@@ -226,8 +221,7 @@ static int load_entry(const char *id, struct queue_entry *e)
 	close(fd);
 	int rc = got >= 0 ? queue_parse(text, (size_t)got, e) : -EBADMSG;
 	free(text);
-	if (rc == -ENOMEM)
-		return rc;
+	if (rc == -ENOMEM) return rc;
 	if (rc == 0 && strcmp(e->id, id) != 0) {
 		queue_entry_free(e);
 		rc = -EBADMSG;
@@ -262,12 +256,12 @@ static void scan(void)
 	int fd = openat(R.qdirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
 	if (!d) {
-		if (fd >= 0)
-			close(fd);
-		log_error("relay_scan_failed", "error=%s", log_q((char[64]){0}, 64, strerror(errno)));
+		if (fd >= 0) close(fd);
+		log_error("relay_scan_failed", "error=%s",
+			  log_q((char[64]){0}, 64, strerror(errno)));
 		return;
 	}
-	char (*ids)[QUEUE_ID_MAX] = NULL;
+	char(*ids)[QUEUE_ID_MAX] = NULL;
 	size_t nids = 0, cap = 0;
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
@@ -280,13 +274,11 @@ static void scan(void)
 		pthread_mutex_lock(&R.lock);
 		bool known = list_find(id) >= 0;
 		pthread_mutex_unlock(&R.lock);
-		if (known)
-			continue;
+		if (known) continue;
 		if (nids == cap) {
 			size_t nc = cap ? cap * 2 : 16;
-			char (*ni)[QUEUE_ID_MAX] = realloc(ids, nc * sizeof *ids);
-			if (!ni)
-				break;
+			char(*ni)[QUEUE_ID_MAX] = realloc(ids, nc * sizeof *ids);
+			if (!ni) break;
 			ids = ni;
 			cap = nc;
 		}
@@ -296,8 +288,7 @@ static void scan(void)
 	unsigned added = 0;
 	for (size_t i = 0; i < nids; i++) {
 		struct rentry *r = calloc(1, sizeof *r);
-		if (!r)
-			break;
+		if (!r) break;
 		if (load_entry(ids[i], &r->e) != 0) {
 			free(r);
 			continue;
@@ -310,13 +301,11 @@ static void scan(void)
 			entry_free(r);
 			continue;
 		}
-		if (r->st == R_BAD)
-			log_bad(&r->e);
+		if (r->st == R_BAD) log_bad(&r->e);
 		added++;
 	}
 	free(ids);
-	if (added)
-		log_debug("relay_scan", "new=%u", added);
+	if (added) log_debug("relay_scan", "new=%u", added);
 }
 
 /* ------------------------------------------------------------------ */
@@ -339,8 +328,7 @@ static void *sched_main(void *arg)
 		int64_t now = now_s(), next = INT64_MAX;
 		for (unsigned i = 0; i < R.n; i++) {
 			struct rentry *r = R.v[i];
-			if (r->st != R_IDLE)
-				continue;
+			if (r->st != R_IDLE) continue;
 			if (r->e.next_try <= now) {
 				r->st = R_READY;
 				r->rnext = NULL;
@@ -354,8 +342,7 @@ static void *sched_main(void *arg)
 				next = r->e.next_try;
 			}
 		}
-		if (R.stop || R.kicked)
-			continue;
+		if (R.stop || R.kicked) continue;
 		if (next == INT64_MAX) {
 			pthread_cond_wait(&R.sched_cv, &R.lock);
 		} else {
@@ -383,8 +370,7 @@ static void *worker_main(void *arg)
 			continue;
 		}
 		R.ready = r->rnext;
-		if (!R.ready)
-			R.ready_tail = NULL;
+		if (!R.ready) R.ready_tail = NULL;
 		r->st = R_BUSY;
 		pthread_mutex_unlock(&R.lock);
 		int rc = attempt(r);
@@ -419,21 +405,16 @@ void relay_kick(void)
 static int wait_fd(int fd, short events, int64_t deadline)
 {
 	for (;;) {
-		struct pollfd p[2] = {{.fd = fd, .events = events}, {.fd = R.stopfd, .events = POLLIN}};
+		struct pollfd p[2] = {{.fd = fd, .events = events},
+				      {.fd = R.stopfd, .events = POLLIN}};
 		int64_t left = deadline - mono_ms();
-		if (left < 0)
-			left = 0;
+		if (left < 0) left = 0;
 		int n = poll(p, 2, (int)(left > 60000 ? 60000 : left));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (p[1].revents)
-			return -ECANCELED;
-		if (n > 0)
-			return 0;
-		if (n < 0)
-			return -errno;
-		if (mono_ms() >= deadline)
-			return -ETIMEDOUT;
+		if (n < 0 && errno == EINTR) continue;
+		if (p[1].revents) return -ECANCELED;
+		if (n > 0) return 0;
+		if (n < 0) return -errno;
+		if (mono_ms() >= deadline) return -ETIMEDOUT;
 	}
 }
 
@@ -465,8 +446,7 @@ static int dns_channel(ares_channel *ch)
 {
 	struct ares_options o = {.timeout = 3000, .tries = 2};
 	int rc = ares_init_options(ch, &o, ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES);
-	if (rc != ARES_SUCCESS)
-		return rc;
+	if (rc != ARES_SUCCESS) return rc;
 	if (R.ns_csv && (rc = ares_set_servers_ports_csv(*ch, R.ns_csv)) != ARES_SUCCESS) {
 		ares_destroy(*ch);
 		return rc;
@@ -486,20 +466,16 @@ static int dns_run(ares_channel ch, const bool *done)
 		nfds_t n = 0;
 		for (unsigned i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
 			short ev = 0;
-			if (bits >> i & 1u)
-				ev |= POLLIN;
-			if (bits >> (i + ARES_GETSOCK_MAXNUM) & 1u)
-				ev |= POLLOUT;
-			if (ev)
-				p[n++] = (struct pollfd){.fd = socks[i], .events = ev};
+			if (bits >> i & 1u) ev |= POLLIN;
+			if (bits >> (i + ARES_GETSOCK_MAXNUM) & 1u) ev |= POLLOUT;
+			if (ev) p[n++] = (struct pollfd){.fd = socks[i], .events = ev};
 		}
 		p[n] = (struct pollfd){.fd = R.stopfd, .events = POLLIN};
 		struct timeval max = {.tv_sec = 1}, tv;
 		struct timeval *t = ares_timeout(ch, &max, &tv);
 		int ms = (int)(t->tv_sec * 1000 + t->tv_usec / 1000) + 1;
 		int k = poll(p, n + 1, ms);
-		if (k < 0 && errno != EINTR)
-			return -errno;
+		if (k < 0 && errno != EINTR) return -errno;
 		if (p[n].revents) {
 			ares_cancel(ch);
 			return -ECANCELED;
@@ -509,10 +485,11 @@ static int dns_run(ares_channel ch, const bool *done)
 			continue;
 		}
 		for (nfds_t i = 0; i < n; i++) {
-			if (!p[i].revents)
-				continue;
-			ares_socket_t rfd = p[i].revents & (POLLIN | POLLERR | POLLHUP) ? p[i].fd : ARES_SOCKET_BAD;
-			ares_socket_t wfd = p[i].revents & (POLLOUT | POLLERR) ? p[i].fd : ARES_SOCKET_BAD;
+			if (!p[i].revents) continue;
+			ares_socket_t rfd =
+			    p[i].revents & (POLLIN | POLLERR | POLLHUP) ? p[i].fd : ARES_SOCKET_BAD;
+			ares_socket_t wfd =
+			    p[i].revents & (POLLOUT | POLLERR) ? p[i].fd : ARES_SOCKET_BAD;
 			ares_process_fd(ch, rfd, wfd);
 		}
 	}
@@ -531,8 +508,7 @@ static void mx_done(void *arg, int status, int timeouts, unsigned char *abuf, in
 	struct dns_mx *q = arg;
 	q->done = true;
 	q->status = status;
-	if (status != ARES_SUCCESS)
-		return;
+	if (status != ARES_SUCCESS) return;
 	struct ares_mx_reply *mx = NULL;
 	q->status = ares_parse_mx_reply(abuf, alen, &mx);
 	for (struct ares_mx_reply *m = mx; m && q->status == ARES_SUCCESS; m = m->next) {
@@ -548,10 +524,8 @@ static void mx_done(void *arg, int status, int timeouts, unsigned char *abuf, in
 			q->n++;
 		}
 	}
-	if (mx)
-		ares_free_data(mx);
-	if (q->status == ARES_SUCCESS && q->n == 0 && !q->null_mx)
-		q->status = ARES_ENODATA;
+	if (mx) ares_free_data(mx);
+	if (q->status == ARES_SUCCESS && q->n == 0 && !q->null_mx) q->status = ARES_ENODATA;
 	if (q->n > 1) {
 		/* RFC 5321 5.1: equal preferences in random order. */
 		for (unsigned i = q->n - 1; i > 0; i--) {
@@ -570,8 +544,7 @@ static void addr_done(void *arg, int status, int timeouts, struct ares_addrinfo 
 	struct dns_addr *q = arg;
 	q->done = true;
 	q->status = status;
-	if (!res)
-		return;
+	if (!res) return;
 	for (struct ares_addrinfo_node *a = res->nodes; a && q->n < MAX_ADDRS; a = a->ai_next) {
 		if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) ||
 		    a->ai_addrlen > sizeof q->ss[0])
@@ -581,8 +554,7 @@ static void addr_done(void *arg, int status, int timeouts, struct ares_addrinfo 
 		q->n++;
 	}
 	ares_freeaddrinfo(res);
-	if (q->status == ARES_SUCCESS && q->n == 0)
-		q->status = ARES_ENODATA;
+	if (q->status == ARES_SUCCESS && q->n == 0) q->status = ARES_ENODATA;
 }
 
 static int dns_mx(ares_channel ch, const char *domain, struct dns_mx *q)
@@ -616,27 +588,21 @@ static ssize_t link_read(struct link *l, char *buf, size_t cap, int64_t deadline
 		if (l->ssl) {
 			ERR_clear_error();
 			int k = SSL_read(l->ssl, buf, (int)cap);
-			if (k > 0)
-				return k;
+			if (k > 0) return k;
 			int e = SSL_get_error(l->ssl, k);
-			if (e == SSL_ERROR_ZERO_RETURN)
-				return 0;
+			if (e == SSL_ERROR_ZERO_RETURN) return 0;
 			if (e == SSL_ERROR_WANT_WRITE)
 				want = POLLOUT;
 			else if (e != SSL_ERROR_WANT_READ)
 				return -EIO;
 		} else {
 			ssize_t k = read(l->fd, buf, cap);
-			if (k >= 0)
-				return k;
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return -errno;
+			if (k >= 0) return k;
+			if (errno == EINTR) continue;
+			if (errno != EAGAIN) return -errno;
 		}
 		int rc = wait_fd(l->fd, want, deadline);
-		if (rc)
-			return rc;
+		if (rc) return rc;
 	}
 }
 
@@ -665,14 +631,11 @@ static int link_write(struct link *l, const char *p, size_t n, int64_t deadline)
 				n -= (size_t)k;
 				continue;
 			}
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return -errno;
+			if (errno == EINTR) continue;
+			if (errno != EAGAIN) return -errno;
 		}
 		int rc = wait_fd(l->fd, want, deadline);
-		if (rc)
-			return rc;
+		if (rc) return rc;
 	}
 	return 0;
 }
@@ -680,8 +643,7 @@ static int link_write(struct link *l, const char *p, size_t n, int64_t deadline)
 static int link_connect(const struct sockaddr_storage *ss, socklen_t len, int *out)
 {
 	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
+	if (fd < 0) return -errno;
 	if (connect(fd, (const struct sockaddr *)ss, len) != 0) {
 		if (errno != EINPROGRESS) {
 			int e = errno;
@@ -691,8 +653,7 @@ static int link_connect(const struct sockaddr_storage *ss, socklen_t len, int *o
 		int rc = wait_fd(fd, POLLOUT, mono_ms() + CONNECT_TIMEOUT_MS);
 		int err = 0;
 		socklen_t el = sizeof err;
-		if (rc == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0)
-			err = errno;
+		if (rc == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0) err = errno;
 		if (rc || err) {
 			close(fd);
 			return rc ? rc : -err;
@@ -714,8 +675,7 @@ static int link_starttls(struct link *l, bool verify, const char *name, const ch
 	}
 	struct in6_addr a;
 	bool literal = inet_pton(AF_INET, name, &a) == 1 || inet_pton(AF_INET6, name, &a) == 1;
-	if (!literal)
-		SSL_set_tlsext_host_name(ssl, name);
+	if (!literal) SSL_set_tlsext_host_name(ssl, name);
 	if (verify) {
 		if (literal)
 			X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name);
@@ -728,8 +688,7 @@ static int link_starttls(struct link *l, bool verify, const char *name, const ch
 	for (;;) {
 		ERR_clear_error();
 		int k = SSL_connect(ssl);
-		if (k == 1)
-			break;
+		if (k == 1) break;
 		int e = SSL_get_error(ssl, k), rc;
 		if (e == SSL_ERROR_WANT_READ)
 			rc = wait_fd(l->fd, POLLIN, deadline);
@@ -764,8 +723,7 @@ static void link_close(struct link *l)
 		SSL_shutdown(l->ssl); /* best effort close_notify; never waits */
 		SSL_free(l->ssl);
 	}
-	if (l->fd >= 0)
-		close(l->fd);
+	if (l->fd >= 0) close(l->fd);
 	l->fd = -1;
 	l->ssl = NULL;
 }
@@ -794,8 +752,7 @@ static void rearm(const struct smtpc_session *s, uint32_t *seq, int64_t *deadlin
 
 static int flush_out(struct link *l, struct xfer *x, int64_t deadline)
 {
-	if (!x->out.len)
-		return 0;
+	if (!x->out.len) return 0;
 	int rc = link_write(l, x->out.p, x->out.len, deadline);
 	x->out.len = 0;
 	return rc;
@@ -808,14 +765,12 @@ static int send_body(struct link *l, struct xfer *x, int msgfd, bool *file_error
 	off_t off = 0;
 	for (;;) {
 		ssize_t k = pread(msgfd, x->file, sizeof x->file, off);
-		if (k < 0 && errno == EINTR)
-			continue;
+		if (k < 0 && errno == EINTR) continue;
 		if (k < 0) {
 			*file_error = true;
 			return 0;
 		}
-		if (k == 0)
-			return 0;
+		if (k == 0) return 0;
 		off += k;
 		size_t pos = 0;
 		while (pos < (size_t)k) {
@@ -823,15 +778,14 @@ static int send_body(struct link *l, struct xfer *x, int msgfd, bool *file_error
 			if (obuf_room(&x->out) < 4096 || pos < (size_t)k) {
 				/* RFC 5321 4.5.3.2.5: 3 minutes per block sent */
 				int rc = flush_out(l, x, mono_ms() + 180000);
-				if (rc)
-					return rc;
+				if (rc) return rc;
 			}
 		}
 	}
 }
 
 struct session_out {
-	bool connected;  /* a greeting-or-later exchange happened */
+	bool connected;	 /* a greeting-or-later exchange happened */
 	bool tls_failed; /* the handshake failed (opportunistic may retry plain) */
 	uint32_t ext;
 };
@@ -858,20 +812,17 @@ static int session_run(struct link *l, struct xfer *x, const struct smtpc_policy
 		int rc = 0;
 		while (req == SMTPC_REQ_STARTTLS || req == SMTPC_REQ_BODY) {
 			rearm(s, &seq, &deadline);
-			if ((rc = flush_out(l, x, deadline)) != 0)
-				break;
+			if ((rc = flush_out(l, x, deadline)) != 0) break;
 			if (req == SMTPC_REQ_STARTTLS) {
 				ioff = ilen = 0; /* RFC 3207 6: nothing read before TLS counts */
 				rc = link_starttls(l, verify, tlsname, id);
-				if (rc == -ECANCELED)
-					return rc;
+				if (rc == -ECANCELED) return rc;
 				so->tls_failed = rc != 0;
 				req = smtpc_complete(s, req, rc ? -1 : 0, &x->out);
 				rc = 0;
 			} else {
 				bool ferr = false;
-				if ((rc = send_body(l, x, msgfd, &ferr)) != 0)
-					break;
+				if ((rc = send_body(l, x, msgfd, &ferr)) != 0) break;
 				req = smtpc_complete(s, req, ferr ? -1 : 0, &x->out);
 			}
 			wrote = true;
@@ -880,21 +831,17 @@ static int session_run(struct link *l, struct xfer *x, const struct smtpc_policy
 			rearm(s, &seq, &deadline);
 			rc = flush_out(l, x, deadline);
 		}
-		if (rc == -ECANCELED)
-			return rc;
+		if (rc == -ECANCELED) return rc;
 		if (rc) {
 			smtpc_eof(s);
 			break;
 		}
-		if (req == SMTPC_REQ_CLOSE)
-			break;
+		if (req == SMTPC_REQ_CLOSE) break;
 		/* SMTPC_REQ_NONE: feed again after a flush or with what is left */
-		if (ioff < ilen || wrote)
-			continue;
-		ioff = ilen = 0;
+		if (ioff < ilen || wrote) continue;
+		ioff = 0;
 		ssize_t k = link_read(l, x->in, sizeof x->in, deadline);
-		if (k == -ECANCELED)
-			return -ECANCELED;
+		if (k == -ECANCELED) return -ECANCELED;
 		if (k == -ETIMEDOUT) {
 			smtpc_timeout(s);
 			break;
@@ -943,8 +890,7 @@ static void decide_local(struct smtpc_msg *m, enum smtpc_result res, const char 
 static bool all_temp(const struct smtpc_msg *m)
 {
 	for (unsigned i = 0; i < m->nrcpt; i++)
-		if (m->rcpt[i].result != SMTPC_TEMP)
-			return false;
+		if (m->rcpt[i].result != SMTPC_TEMP) return false;
 	return true;
 }
 
@@ -953,8 +899,7 @@ static void split_hostport(const char *s, char *host, size_t cap, uint16_t *port
 {
 	const char *colon = strrchr(s, ':');
 	size_t hl = colon ? (size_t)(colon - s) : strlen(s);
-	if (hl >= cap)
-		hl = cap - 1;
+	if (hl >= cap) hl = cap - 1;
 	if (s[0] == '[' && hl >= 2 && s[hl - 1] == ']')
 		snprintf(host, cap, "%.*s", (int)(hl - 2), s + 1);
 	else
@@ -965,9 +910,11 @@ static void split_hostport(const char *s, char *host, size_t cap, uint16_t *port
 static void fmt_addr(const struct sockaddr_storage *ss, char *buf, size_t cap)
 {
 	if (ss->ss_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, buf, (socklen_t)cap);
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, buf,
+			  (socklen_t)cap);
 	else
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, buf, (socklen_t)cap);
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, buf,
+			  (socklen_t)cap);
 }
 
 static const char *ares_why(int status)
@@ -982,14 +929,15 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 {
 	const struct relay_config *rc = R.rc;
 	memset(dr, 0, sizeof *dr);
-	struct mx_host hosts[MAX_MX];
+	struct mx_host hosts[MAX_MX] = {0};
 	unsigned nhosts = 0;
 	uint16_t port = rc->port;
 	bool implicit = false;
 	ares_channel ch;
 	int st = dns_channel(&ch);
 	if (st != ARES_SUCCESS) {
-		decide_local(m, SMTPC_TEMP, "4.4.3", "resolver setup failed: %s", ares_strerror(st));
+		decide_local(m, SMTPC_TEMP, "4.4.3", "resolver setup failed: %s",
+			     ares_strerror(st));
 		return 0;
 	}
 	int ret = 0;
@@ -998,16 +946,15 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 		nhosts = 1;
 	} else {
 		struct dns_mx q;
-		if ((ret = dns_mx(ch, domain, &q)) != 0)
-			goto out;
+		if ((ret = dns_mx(ch, domain, &q)) != 0) goto out;
 		if (q.null_mx) {
 			decide_local(m, SMTPC_PERM, "5.1.10",
 				     "domain %s accepts no mail (null MX, RFC 7505)", domain);
 			goto out;
 		}
 		if (q.status == ARES_ENOTFOUND) {
-			decide_local(m, SMTPC_PERM, "5.1.2", "domain %s does not exist (DNS NXDOMAIN)",
-				     domain);
+			decide_local(m, SMTPC_PERM, "5.1.2",
+				     "domain %s does not exist (DNS NXDOMAIN)", domain);
 			goto out;
 		}
 		if (q.status == ARES_ENODATA) {
@@ -1035,8 +982,7 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 	char last_err[SMTPC_DIAG_MAX] = "";
 	for (unsigned h = 0; h < nhosts && tried < MAX_ADDRS && !decided; h++) {
 		struct dns_addr a;
-		if ((ret = dns_addr(ch, hosts[h].name, &a)) != 0)
-			goto out;
+		if ((ret = dns_addr(ch, hosts[h].name, &a)) != 0) goto out;
 		if (a.status != ARES_SUCCESS) {
 			if (implicit && (a.status == ARES_ENOTFOUND || a.status == ARES_ENODATA)) {
 				decide_local(m, SMTPC_PERM, "5.1.2",
@@ -1059,8 +1005,9 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 			tried++;
 			const struct smtpc_policy *p = &pol;
 			for (int pass = 0; pass < 2; pass++) {
-				log_info("relay_attempt", "id=%s domain=%s host=%s addr=%s port=%u rcpts=%u%s",
-					 id, domain, hosts[h].name, ip, port, m->nrcpt,
+				log_info("relay_attempt",
+					 "id=%s domain=%s host=%s addr=%s port=%u rcpts=%u%s", id,
+					 domain, hosts[h].name, ip, port, m->nrcpt,
 					 p == &plain ? " tls=retry_without" : "");
 				struct link l = {.fd = -1};
 				int c = link_connect(&ss, a.len[i], &l.fd);
@@ -1069,17 +1016,21 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 					goto out;
 				}
 				if (c) {
-					snprintf(last_err, sizeof last_err, "connect to %s[%s]:%u: %s",
-						 hosts[h].name, ip, port,
+					snprintf(last_err, sizeof last_err,
+						 "connect to %s[%s]:%u: %s", hosts[h].name, ip,
+						 port,
 						 c == -ETIMEDOUT ? "timed out" : strerror(-c));
-					log_info("relay_connect_failed", "id=%s host=%s addr=%s port=%u reason=%s",
-						 id, hosts[h].name, ip, port,
-						 log_q((char[128]){0}, 128, c == -ETIMEDOUT ? "timed out" : strerror(-c)));
+					log_info(
+					    "relay_connect_failed",
+					    "id=%s host=%s addr=%s port=%u reason=%s", id,
+					    hosts[h].name, ip, port,
+					    log_q((char[128]){0}, 128,
+						  c == -ETIMEDOUT ? "timed out" : strerror(-c)));
 					break;
 				}
 				struct session_out so = {0};
-				c = session_run(&l, x, p, m, msgfd, hosts[h].name, tls == SMTPC_TLS_REQUIRED,
-						id, &so);
+				c = session_run(&l, x, p, m, msgfd, hosts[h].name,
+						tls == SMTPC_TLS_REQUIRED, id, &so);
 				link_close(&l);
 				if (c == -ECANCELED) {
 					ret = c;
@@ -1114,10 +1065,8 @@ static int write_all(int fd, const char *p, size_t n)
 {
 	while (n) {
 		ssize_t k = write(fd, p, n);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0)
-			return -errno;
+		if (k < 0 && errno == EINTR) continue;
+		if (k < 0) return -errno;
 		p += k;
 		n -= (size_t)k;
 	}
@@ -1129,8 +1078,7 @@ static int maildrop_of(const struct queue_entry *e)
 	const struct config *cfg = R.srv->cfg;
 	if (e->auth_domain) {
 		int i = config_find_domain(cfg, e->auth_domain, strlen(e->auth_domain));
-		if (i >= 0)
-			return i;
+		if (i >= 0) return i;
 	}
 	const char *d = queue_addr_domain(e->from);
 	return config_find_domain(cfg, d, strlen(d));
@@ -1148,16 +1096,13 @@ static int dsn_store(const struct maildir *md, const struct dsn_report *rep, cha
 	int rc = dsn_prefix(rep, buf, bcap, &plen);
 	if (rc == DSN_ENOSPC) {
 		pre = malloc(plen);
-		if (!pre)
-			return -ENOMEM;
+		if (!pre) return -ENOMEM;
 		rc = dsn_prefix(rep, pre, plen, &plen);
 	}
 	char suf[256];
-	if (rc == DSN_OK)
-		rc = dsn_suffix(rep, suf, sizeof suf, &slen);
+	if (rc == DSN_OK) rc = dsn_suffix(rep, suf, sizeof suf, &slen);
 	if (rc != DSN_OK) {
-		if (pre != buf)
-			free(pre);
+		if (pre != buf) free(pre);
 		return -EINVAL;
 	}
 	char base[MAILDIR_NAME_MAX];
@@ -1167,50 +1112,38 @@ static int dsn_store(const struct maildir *md, const struct dsn_report *rep, cha
 	int fd = openat(md->tmpfd, base, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		rc = -errno;
-		if (pre != buf)
-			free(pre);
+		if (pre != buf) free(pre);
 		return rc;
 	}
 	static const char rp[] = "Return-Path: <>\r\n";
 	uint64_t size = sizeof rp - 1 + plen + slen;
 	rc = write_all(fd, rp, sizeof rp - 1);
-	if (rc == 0)
-		rc = write_all(fd, pre, plen);
-	if (pre != buf)
-		free(pre);
+	if (rc == 0) rc = write_all(fd, pre, plen);
+	if (pre != buf) free(pre);
 	int mfd = rc == 0 ? queue_open_msg(R.qdirfd, id) : -1;
-	if (rc == 0 && mfd < 0)
-		rc = mfd;
+	if (rc == 0 && mfd < 0) rc = mfd;
 	if (rc == 0) {
 		bool hdrs = dsn_headers_only(rep);
 		unsigned hst = 0;
 		char chunk[16384];
 		for (;;) {
 			ssize_t k = read(mfd, chunk, sizeof chunk);
-			if (k < 0 && errno == EINTR)
-				continue;
+			if (k < 0 && errno == EINTR) continue;
 			if (k < 0) {
 				rc = -errno;
 				break;
 			}
-			if (k == 0)
-				break;
+			if (k == 0) break;
 			size_t take = hdrs ? dsn_headers_scan(&hst, chunk, (size_t)k) : (size_t)k;
-			if ((rc = write_all(fd, chunk, take)) != 0)
-				break;
+			if ((rc = write_all(fd, chunk, take)) != 0) break;
 			size += take;
-			if (hdrs && hst == DSN_HDRS_DONE)
-				break;
+			if (hdrs && hst == DSN_HDRS_DONE) break;
 		}
 	}
-	if (mfd >= 0)
-		close(mfd);
-	if (rc == 0)
-		rc = write_all(fd, suf, slen);
-	if (rc == 0 && sync && fsync(fd) != 0)
-		rc = -errno;
-	if (close(fd) != 0 && rc == 0)
-		rc = -errno;
+	if (mfd >= 0) close(mfd);
+	if (rc == 0) rc = write_all(fd, suf, slen);
+	if (rc == 0 && sync && fsync(fd) != 0) rc = -errno;
+	if (close(fd) != 0 && rc == 0) rc = -errno;
 	if (rc == 0) {
 		maildir_final_name(final, fcap, base, size);
 		if (renameat(md->tmpfd, base, md->newfd, final) != 0)
@@ -1218,8 +1151,7 @@ static int dsn_store(const struct maildir *md, const struct dsn_report *rep, cha
 		else if (sync && fsync(md->newfd) != 0)
 			rc = -errno; /* the file is in new/ but maybe not durably */
 	}
-	if (rc)
-		unlinkat(md->tmpfd, base, 0);
+	if (rc) unlinkat(md->tmpfd, base, 0);
 	return rc;
 }
 
@@ -1263,26 +1195,26 @@ static bool dsn_round(struct queue_entry *e, bool *failed)
 			continue;
 		}
 		dr[n] = (struct dsn_rcpt){
-			.addr = r->addr,
-			.orcpt = r->orcpt,
-			.action = act,
-			.status = r->status,
-			.remote_mta = r->remote,
-			.diagnostic = r->reply,
-			.last_attempt = r->last_try,
-			.retry_until = act == DSN_DELAYED ? until : 0,
+		    .addr = r->addr,
+		    .orcpt = r->orcpt,
+		    .action = act,
+		    .status = r->status,
+		    .remote_mta = r->remote,
+		    .diagnostic = r->reply,
+		    .last_attempt = r->last_try,
+		    .retry_until = act == DSN_DELAYED ? until : 0,
 		};
 		idx[n++] = i;
 	}
-	if (n == 0)
-		goto done;
+	if (n == 0) goto done;
 	int md = maildrop_of(e);
 	if (md < 0) {
-		log_error("dsn_failed", "id=%s sender=%s reason=\"no maildrop for the sender's domain\"",
-			  e->id, log_q((char[300]){0}, 300, e->from));
+		log_error("dsn_failed",
+			  "id=%s sender=%s reason=\"no maildrop for the sender's domain\"", e->id,
+			  log_q((char[300]){0}, 300, e->from));
 		for (unsigned k = 0; k < n; k++)
-			e->rcpt[idx[k]].flags |= dr[k].action == DSN_DELAYED ? QUEUE_F_DELAY_SENT
-									    : QUEUE_F_DSN_DONE;
+			e->rcpt[idx[k]].flags |=
+			    dr[k].action == DSN_DELAYED ? QUEUE_F_DELAY_SENT : QUEUE_F_DSN_DONE;
 		changed = true;
 		goto done;
 	}
@@ -1296,17 +1228,17 @@ static bool dsn_round(struct queue_entry *e, bool *failed)
 	time_t t = ts.tv_sec;
 	localtime_r(&t, &tm);
 	struct dsn_report rep = {
-		.reporting_mta = R.srv->cfg->hostname,
-		.sender = e->from,
-		.envid = e->envid,
-		.ret = (enum smtp_ret)e->ret,
-		.orig_8bit = e->body == SMTP_BODY_8BITMIME,
-		.arrival = e->arrival,
-		.now = ts.tv_sec,
-		.tz_off_min = (int)(tm.tm_gmtoff / 60),
-		.token = token,
-		.rcpt = dr,
-		.nrcpt = n,
+	    .reporting_mta = R.srv->cfg->hostname,
+	    .sender = e->from,
+	    .envid = e->envid,
+	    .ret = (enum smtp_ret)e->ret,
+	    .orig_8bit = e->body == SMTP_BODY_8BITMIME,
+	    .arrival = e->arrival,
+	    .now = ts.tv_sec,
+	    .tz_off_min = (int)(tm.tm_gmtoff / 60),
+	    .token = token,
+	    .rcpt = dr,
+	    .nrcpt = n,
 	};
 	char final[MAILDIR_NAME_MAX + 32];
 	char *buf = malloc(16384);
@@ -1323,10 +1255,10 @@ static bool dsn_round(struct queue_entry *e, bool *failed)
 	for (unsigned k = 0; k < n; k++) {
 		static const char *const names[] = {"failed", "delayed", "delivered", "relayed",
 						    "expanded"};
-		e->rcpt[idx[k]].flags |= dr[k].action == DSN_DELAYED ? QUEUE_F_DELAY_SENT
-								     : QUEUE_F_DSN_DONE;
-		log_info("dsn_delivered", "id=%s rcpt=%s action=%s sender=%s domain=%s file=%s", e->id,
-			 log_q((char[300]){0}, 300, dr[k].addr), names[dr[k].action],
+		e->rcpt[idx[k]].flags |=
+		    dr[k].action == DSN_DELAYED ? QUEUE_F_DELAY_SENT : QUEUE_F_DSN_DONE;
+		log_info("dsn_delivered", "id=%s rcpt=%s action=%s sender=%s domain=%s file=%s",
+			 e->id, log_q((char[300]){0}, 300, dr[k].addr), names[dr[k].action],
 			 log_q((char[300]){0}, 300, e->from), R.srv->cfg->domains[md].name, final);
 	}
 	changed = true;
@@ -1351,8 +1283,7 @@ static bool all_final(const struct queue_entry *e)
 {
 	for (unsigned i = 0; i < e->nrcpt; i++) {
 		const struct queue_rcpt *r = &e->rcpt[i];
-		if (r->state == QUEUE_PENDING || !(r->flags & QUEUE_F_DSN_DONE))
-			return false;
+		if (r->state == QUEUE_PENDING || !(r->flags & QUEUE_F_DSN_DONE)) return false;
 	}
 	return true;
 }
@@ -1385,19 +1316,18 @@ static int attempt(struct rentry *re)
 		}
 	}
 	struct smtpc_msg m = {
-		.from = e->from ? e->from : "",
-		.envid = e->envid,
-		.ret = (enum smtp_ret)e->ret,
-		.size = e->size,
-		.body_8bit = e->body != SMTP_BODY_7BIT,
-		.smtputf8 = e->smtputf8,
-		.rcpt = rc,
+	    .from = e->from ? e->from : "",
+	    .envid = e->envid,
+	    .ret = (enum smtp_ret)e->ret,
+	    .size = e->size,
+	    .body_8bit = e->body != SMTP_BODY_7BIT,
+	    .smtputf8 = e->smtputf8,
+	    .rcpt = rc,
 	};
 	for (unsigned g = 0; g < ngroups; g++) {
 		unsigned k = 0;
 		for (unsigned i = 0; i < e->nrcpt; i++) {
-			if (group[i] != g)
-				continue;
+			if (group[i] != g) continue;
 			const struct queue_rcpt *q = &e->rcpt[i];
 			memset(&rc[k], 0, sizeof rc[k]);
 			rc[k].addr = q->addr;
@@ -1408,9 +1338,15 @@ static int attempt(struct rentry *re)
 		m.nrcpt = k;
 		const char *domain = queue_addr_domain(e->rcpt[idx[0]].addr);
 		struct domain_result dr;
-		if (deliver_domain(x, e->id, domain, &m, msgfd, &dr) == -ECANCELED || stopping()) {
-			ret = ATTEMPT_ABANDONED;
-			goto out;
+		if (deliver_domain(x, e->id, domain, &m, msgfd, &dr) == -ECANCELED) {
+			/* Stopping: this domain's recipients stay as they were.
+			 * Results of earlier domains are real (a 250 must never
+			 * be sent again) and are recorded below. */
+			if (g == 0) {
+				ret = ATTEMPT_ABANDONED;
+				goto out;
+			}
+			break;
 		}
 		int64_t now = now_s();
 		for (unsigned j = 0; j < k; j++) {
@@ -1423,15 +1359,15 @@ static int attempt(struct rentry *re)
 			const char *host = dr.host[0] ? dr.host : "none";
 			if (r->result == SMTPC_DELIVERED) {
 				q->state = QUEUE_DONE;
-				if (!(dr.ext & SMTPC_EXT_DSN))
-					q->flags |= QUEUE_F_RELAYED;
-				log_info("relay_delivered", "id=%s rcpt=%s host=%s tls=%s reply=%s", e->id,
-					 log_q(b1, sizeof b1, q->addr), host, x->s.tls ? "yes" : "no",
-					 log_q(b2, sizeof b2, r->diag));
+				if (!(dr.ext & SMTPC_EXT_DSN)) q->flags |= QUEUE_F_RELAYED;
+				log_info("relay_delivered", "id=%s rcpt=%s host=%s tls=%s reply=%s",
+					 e->id, log_q(b1, sizeof b1, q->addr), host,
+					 x->s.tls ? "yes" : "no", log_q(b2, sizeof b2, r->diag));
 			} else if (r->result == SMTPC_PERM) {
 				q->state = QUEUE_FAILED;
-				log_info("relay_failed", "id=%s rcpt=%s host=%s status=%s stage=%s reply=%s",
-					 e->id, log_q(b1, sizeof b1, q->addr), host, r->status,
+				log_info("relay_failed",
+					 "id=%s rcpt=%s host=%s status=%s stage=%s reply=%s", e->id,
+					 log_q(b1, sizeof b1, q->addr), host, r->status,
 					 smtpc_stage_name((enum smtpc_wait)r->stage),
 					 log_q(b2, sizeof b2, r->diag));
 			}
@@ -1443,8 +1379,7 @@ static int attempt(struct rentry *re)
 	for (unsigned i = 0; i < e->nrcpt; i++)
 		if (e->rcpt[i].state == QUEUE_PENDING) {
 			pending = true;
-			if (e->rcpt[i].attempts > attempts)
-				attempts = e->rcpt[i].attempts;
+			if (e->rcpt[i].attempts > attempts) attempts = e->rcpt[i].attempts;
 		}
 	int64_t now = now_s();
 	if (pending) {
@@ -1452,21 +1387,24 @@ static int attempt(struct rentry *re)
 					      attempts, e->arrival, now);
 		for (unsigned i = 0; i < e->nrcpt; i++) {
 			struct queue_rcpt *q = &e->rcpt[i];
-			if (q->state != QUEUE_PENDING)
-				continue;
+			if (q->state != QUEUE_PENDING) continue;
 			char b1[300], b2[SMTPC_DIAG_MAX + 8];
 			if (next == QUEUE_EXPIRED) {
 				/* RFC 3463 4.4.7; the last reply stays as the diagnostic */
 				q->state = QUEUE_FAILED;
 				queue_strset(&q->status, "4.4.7");
-				if (!q->reply)
-					queue_strset(&q->reply, "delivery time expired");
-				log_info("relay_failed", "id=%s rcpt=%s host=%s status=4.4.7 reason=expired reply=%s",
-					 e->id, log_q(b1, sizeof b1, q->addr), q->remote ? q->remote : "none",
-					 log_q(b2, sizeof b2, q->reply));
+				if (!q->reply) queue_strset(&q->reply, "delivery time expired");
+				log_info(
+				    "relay_failed",
+				    "id=%s rcpt=%s host=%s status=4.4.7 reason=expired reply=%s",
+				    e->id, log_q(b1, sizeof b1, q->addr),
+				    q->remote ? q->remote : "none", log_q(b2, sizeof b2, q->reply));
 			} else {
-				log_info("relay_deferred", "id=%s rcpt=%s host=%s status=%s attempts=%u retry_in=%lld reply=%s",
-					 e->id, log_q(b1, sizeof b1, q->addr), q->remote ? q->remote : "none",
+				log_info("relay_deferred",
+					 "id=%s rcpt=%s host=%s status=%s attempts=%u "
+					 "retry_in=%lld reply=%s",
+					 e->id, log_q(b1, sizeof b1, q->addr),
+					 q->remote ? q->remote : "none",
 					 q->status ? q->status : "4.0.0", q->attempts,
 					 (long long)(next - now), log_q(b2, sizeof b2, q->reply));
 			}
@@ -1479,8 +1417,7 @@ static int attempt(struct rentry *re)
 			  log_q((char[128]){0}, 128, strerror(-urc)));
 	bool dsn_failed;
 	bool changed = dsn_round(e, &dsn_failed);
-	if (dsn_failed && e->next_try < now + DSN_RETRY_S)
-		e->next_try = now + DSN_RETRY_S;
+	if (dsn_failed && e->next_try < now + DSN_RETRY_S) e->next_try = now + DSN_RETRY_S;
 	if (all_final(e)) {
 		int rrc = queue_remove(R.qdirfd, e->id);
 		if (rrc)
@@ -1493,8 +1430,7 @@ static int attempt(struct rentry *re)
 		queue_update(R.qdirfd, e);
 	}
 out:
-	if (msgfd >= 0)
-		close(msgfd);
+	if (msgfd >= 0) close(msgfd);
 	free(group);
 	free(idx);
 	free(rc);
@@ -1507,8 +1443,7 @@ out:
 static SSL_CTX *client_ctx(bool verify)
 {
 	SSL_CTX *c = SSL_CTX_new(TLS_client_method());
-	if (!c)
-		return NULL;
+	if (!c) return NULL;
 	SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if (verify) {
 		SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
@@ -1536,10 +1471,8 @@ static void free_all(void)
 	R.tls_verify = R.tls_any = NULL;
 	free(R.ns_csv);
 	R.ns_csv = NULL;
-	if (R.qdirfd >= 0)
-		close(R.qdirfd);
-	if (R.stopfd >= 0)
-		close(R.stopfd);
+	if (R.qdirfd >= 0) close(R.qdirfd);
+	if (R.stopfd >= 0) close(R.stopfd);
 	R.qdirfd = R.stopfd = -1;
 }
 
@@ -1571,8 +1504,7 @@ int relay_start(struct server *srv)
 			len += strlen(rc->nameservers[i]) + 1;
 		R.ns_csv = calloc(1, len);
 		for (unsigned i = 0; R.ns_csv && i < rc->nnameservers; i++) {
-			if (i)
-				strcat(R.ns_csv, ",");
+			if (i) strcat(R.ns_csv, ",");
 			strcat(R.ns_csv, rc->nameservers[i]);
 		}
 	}
@@ -1590,8 +1522,7 @@ int relay_start(struct server *srv)
 	unsigned bad = 0;
 	for (unsigned i = 0; i < n; i++) {
 		struct rentry *r = calloc(1, sizeof *r);
-		if (!r)
-			continue; /* left on disk: the next start gets it */
+		if (!r) continue; /* left on disk: the next start gets it */
 		r->e = v[i];
 		memset(&v[i], 0, sizeof v[i]);
 		if (list_insert(r) != 0) {
@@ -1607,7 +1538,8 @@ int relay_start(struct server *srv)
 	queue_entries_free(v, n);
 	srandom((unsigned)(time(NULL) ^ getpid()));
 	log_info("relay_started", "queue=%s entries=%u bad=%u threads=%u%s%s", rc->queue, n, bad,
-		 RELAY_THREADS, rc->smarthost ? " smarthost=" : "", rc->smarthost ? rc->smarthost : "");
+		 RELAY_THREADS, rc->smarthost ? " smarthost=" : "",
+		 rc->smarthost ? rc->smarthost : "");
 	if (pthread_create(&R.sched, NULL, sched_main, NULL) != 0) {
 		fprintf(stderr, "mailpopbox: cannot start the relay threads\n");
 		ares_library_cleanup();
@@ -1616,8 +1548,7 @@ int relay_start(struct server *srv)
 	}
 	R.started = true;
 	for (unsigned i = 0; i < RELAY_THREADS; i++) {
-		if (pthread_create(&R.workers[i], NULL, worker_main, NULL) != 0)
-			break;
+		if (pthread_create(&R.workers[i], NULL, worker_main, NULL) != 0) break;
 		R.nworkers++;
 	}
 	if (R.nworkers == 0) {
@@ -1630,8 +1561,7 @@ int relay_start(struct server *srv)
 
 void relay_stop(void)
 {
-	if (!R.started)
-		return;
+	if (!R.started) return;
 	pthread_mutex_lock(&R.lock);
 	R.stop = true;
 	pthread_cond_broadcast(&R.sched_cv);

@@ -147,7 +147,7 @@ class Transaction:
 
 
 class Peer:
-    """An SMTP server on 127.0.0.1 (port 0 = ephemeral; give a port to
+    """An SMTP server on host:port (127.0.0.1:0 = ephemeral; give a port to
     bring a server up later on a known address). Replies are hooks that
     return None (the default reply) or a full reply line such as
     "550 5.1.1 no such user":
@@ -159,7 +159,9 @@ class Peer:
     conn is the 1-based connection number, so "the first connection
     refuses, the second accepts" is one line."""
 
-    def __init__(self, test=None, port=0, ext=None, dsn=True, tls_context=None, start=True):
+    def __init__(self, test=None, port=0, ext=None, dsn=True, tls_context=None, start=True,
+                 host="127.0.0.1"):
+        self.host = host
         self.port = port
         self.ext = ext if ext is not None else ["PIPELINING", "SIZE 52428800", "8BITMIME",
                                                  "ENHANCEDSTATUSCODES"]
@@ -191,7 +193,7 @@ class Peer:
             asyncio.set_event_loop(self.loop)
             try:
                 self.server = self.loop.run_until_complete(
-                    asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True))
+                    asyncio.start_server(self._handle, self.host, self.port, reuse_address=True))
             except OSError as e:
                 err.append(e)
                 ready.set()

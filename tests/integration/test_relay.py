@@ -3,7 +3,8 @@ the durable queue to the MX hosts that DNS names, and failures come back as
 DSNs in the sender's maildrop. Real peers on loopback: dnsmasq for DNS
 (relay.test MX mx.relay.test -> 127.0.0.1; null.test has a null MX;
 implicit.test has no MX but an address; anything else under .test is
-NXDOMAIN) and a scripted asyncio SMTP server as the MX (relayutil.Peer).
+NXDOMAIN; multi.test has mx1 (127.0.0.3, preference 10) and mx2 (127.0.0.1,
+20)) and a scripted asyncio SMTP server as the MX (relayutil.Peer).
 """
 
 import os
@@ -23,8 +24,10 @@ class RelayTestCase(unittest.TestCase):
     def setUp(self):
         self.dns = relayutil.DNS(
             self,
-            mx=[("relay.test", "mx.relay.test", 10), ("null.test", ".", 0)],
-            hosts=[("mx.relay.test", "127.0.0.1"), ("implicit.test", "127.0.0.1")])
+            mx=[("relay.test", "mx.relay.test", 10), ("null.test", ".", 0),
+                ("multi.test", "mx2.multi.test", 20), ("multi.test", "mx1.multi.test", 10)],
+            hosts=[("mx.relay.test", "127.0.0.1"), ("implicit.test", "127.0.0.1"),
+                   ("mx1.multi.test", "127.0.0.3"), ("mx2.multi.test", "127.0.0.1")])
 
     def peer(self, **kw):
         return relayutil.Peer(self, **kw)
@@ -115,6 +118,34 @@ class Delivery(RelayTestCase):
         submit(srv, ["x@implicit.test"], message(to="x@implicit.test"))
         tx = peer.wait_transactions(1)[0]
         self.assertEqual(tx.rcpts, ["x@implicit.test"])
+
+    def test_next_mx_when_first_refuses_connection(self):
+        """RFC 5321 5.1: hosts in preference order; mx1 (nothing listens
+        there) is skipped, mx2 takes the mail."""
+        peer = self.peer()
+        srv = self.server(peer.port)
+        submit(srv, ["x@multi.test"], message(to="x@multi.test"))
+        tx = peer.wait_transactions(1)[0]
+        self.assertEqual(tx.rcpts, ["x@multi.test"])
+        attempts = srv.log_lines("relay_attempt")
+        self.assertIn("host=mx1.multi.test", attempts[0])
+        self.assertIn("host=mx2.multi.test", attempts[1])
+        srv.wait_log(r"event=relay_connect_failed .*host=mx1\.multi\.test")
+        srv.wait_log(r"event=relay_delivered .*host=mx2\.multi\.test")
+
+    def test_next_mx_after_421_greeting(self):
+        """A host that greets with 421 fails the host, not the message: the
+        next MX is tried in the same attempt."""
+        peer2 = self.peer()
+        peer1 = self.peer(host="127.0.0.3", port=peer2.port)
+        peer1.greeting = lambda conn: "421 4.3.2 too busy, try another"
+        srv = self.server(peer2.port)
+        submit(srv, ["y@multi.test"], message(to="y@multi.test"))
+        tx = peer2.wait_transactions(1)[0]
+        self.assertEqual(tx.rcpts, ["y@multi.test"])
+        self.assertEqual(peer1.connections, 1)
+        self.assertEqual(peer1.transactions, [])
+        self.assertEqual(srv.log_lines("relay_deferred"), [])
 
     def test_starttls_opportunistic(self):
         """relay.tls = opportunistic: STARTTLS when offered (no verification

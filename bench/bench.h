@@ -42,29 +42,29 @@ uint64_t hist_pct(const struct hist *h, double pct);
 /* ---- what is measured --------------------------------------------------- */
 
 enum metric {
-	M_CONNECT,  /* connect until greeting */
-	M_TLS,      /* TLS handshake (STARTTLS/STLS reply to done, or implicit) */
-	M_EHLO,     /* EHLO until its last 250 line */
-	M_TX,       /* SMTP: MAIL FROM until the reply to the end of data */
-	M_SESSION,  /* connect until the server's goodbye */
-	M_LOGIN,    /* POP3 USER+PASS */
+	M_CONNECT, /* connect until greeting */
+	M_TLS,	   /* TLS handshake (STARTTLS/STLS reply to done, or implicit) */
+	M_EHLO,	   /* EHLO until its last 250 line */
+	M_TX,	   /* SMTP: MAIL FROM until the reply to the end of data */
+	M_SESSION, /* connect until the server's goodbye */
+	M_LOGIN,   /* POP3 USER+PASS */
 	M_STAT,
 	M_LIST,
 	M_UIDL,
 	M_RETR,
 	M_DELE,
-	M_QUIT,     /* POP3: QUIT (the UPDATE state: removals) */
+	M_QUIT, /* POP3: QUIT (the UPDATE state: removals) */
 	M_COUNT
 };
 
 extern const char *const metric_names[M_COUNT];
 
 enum err {
-	E_CONNECT,  /* connect() failed */
-	E_IO,       /* reset, early EOF */
-	E_TLS,      /* handshake or record failure */
-	E_PROTO,    /* a reply we could not parse or did not expect */
-	E_TIMEOUT,  /* run deadline hit with work outstanding */
+	E_CONNECT, /* connect() failed */
+	E_IO,	   /* reset, early EOF */
+	E_TLS,	   /* handshake or record failure */
+	E_PROTO,   /* a reply we could not parse or did not expect */
+	E_TIMEOUT, /* run deadline hit with work outstanding */
 	E_COUNT
 };
 
@@ -72,14 +72,14 @@ extern const char *const err_names[E_COUNT];
 
 struct stats {
 	struct hist h[M_COUNT];
-	uint64_t codes[1000];  /* replies by code: SMTP 2xx..5xx; POP3 -ERR as 999 */
+	uint64_t codes[1000]; /* replies by code: SMTP 2xx..5xx; POP3 -ERR as 999 */
 	uint64_t errs[E_COUNT];
-	uint64_t msgs;         /* SMTP: messages accepted (250 after data); POP3: RETRs */
-	uint64_t msgs_failed;  /* SMTP transactions that ended in a non-2xx */
-	uint64_t bytes;        /* message octets accepted or retrieved */
-	uint64_t sessions;     /* sessions that ended with the server's goodbye */
-	uint64_t established;  /* connections that saw a greeting */
-	char last_err[160];    /* the text of one failure reply, for the report */
+	uint64_t msgs;	      /* SMTP: messages accepted (250 after data); POP3: RETRs */
+	uint64_t msgs_failed; /* SMTP transactions that ended in a non-2xx */
+	uint64_t bytes;	      /* message octets accepted or retrieved */
+	uint64_t sessions;    /* sessions that ended with the server's goodbye */
+	uint64_t established; /* connections that saw a greeting */
+	char last_err[160];   /* the text of one failure reply, for the report */
 };
 
 /* ---- options ------------------------------------------------------------ */
@@ -99,34 +99,34 @@ struct opts {
 	int port;
 	struct sockaddr_in addr;
 	int sessions;
-	long messages;            /* SMTP: total across sessions; POP3: max RETR per session (0 = all) */
+	long messages; /* SMTP: total across sessions; POP3: max RETR per session (0 = all) */
 	struct size_mix sizes;
 	int rcpts;
 	bool pipelining;
-	bool starttls;            /* SMTP STARTTLS / POP3 STLS */
-	bool tls;                 /* implicit TLS */
-	bool reuse;               /* SMTP: many messages per session */
+	bool starttls; /* SMTP STARTTLS / POP3 STLS */
+	bool tls;      /* implicit TLS */
+	bool reuse;    /* SMTP: many messages per session */
 	int threads;
 	const char *domain;
 	const char *from;
-	const char *user;         /* POP3; "%d" becomes the session number */
+	const char *user; /* POP3; "%d" becomes the session number */
 	const char *pass;
 	const char *sni;
-	const char *verify_dir;   /* Maildir to check after an SMTP run */
-	double verify_wait;       /* seconds to wait for asynchronous deliveries */
-	int verify_copies;        /* expected files per token (Postfix: one per rcpt) */
+	const char *verify_dir; /* Maildir to check after an SMTP run */
+	double verify_wait;	/* seconds to wait for asynchronous deliveries */
+	int verify_copies;	/* expected files per token (Postfix: one per rcpt) */
 	const char *run_id;
-	double hold;              /* idle: seconds to hold the connections */
-	enum mode idle_proto;     /* idle: MODE_SMTP (EHLO then wait) or MODE_POP3 */
+	double hold;	      /* idle: seconds to hold the connections */
+	enum mode idle_proto; /* idle: MODE_SMTP (EHLO then wait) or MODE_POP3 */
 	bool idle_ehlo;
-	const char *mem_pids;     /* comma list: measure PSS of these pid trees */
+	const char *mem_pids; /* comma list: measure PSS of these pid trees */
 	const char *json;
 	const char *label;
-	double timeout;           /* whole run */
-	bool dele;                /* POP3 */
-	bool list_only;           /* POP3: login, STAT, LIST, UIDL, QUIT */
-	int window;               /* POP3 RETR pipelining depth */
-	int connect_window;       /* connects in flight per thread */
+	double timeout;	    /* whole run */
+	bool dele;	    /* POP3 */
+	bool list_only;	    /* POP3: login, STAT, LIST, UIDL, QUIT */
+	int window;	    /* POP3 RETR pipelining depth */
+	int connect_window; /* connects in flight per thread */
 	bool quiet;
 };
 
@@ -135,8 +135,8 @@ extern struct opts opt;
 /* ---- message templates -------------------------------------------------- */
 
 struct msg_tmpl {
-	size_t size;  /* nominal size: headers (with a fixed-width token) + body */
-	char *body;   /* body lines and the ".\r\n" terminator, no headers */
+	size_t size; /* nominal size: headers (with a fixed-width token) + body */
+	char *body;  /* body lines and the ".\r\n" terminator, no headers */
 	size_t body_len;
 };
 
@@ -166,7 +166,7 @@ struct proto {
 struct chunk {
 	char *p;
 	size_t len;
-	size_t cap;  /* 0: borrowed (a message template), not freed */
+	size_t cap; /* 0: borrowed (a message template), not freed */
 };
 
 #define PEND_MAX 256
@@ -174,7 +174,7 @@ struct chunk {
 /* One outstanding command whose reply we wait for. */
 struct pend {
 	uint8_t kind;
-	uint8_t multi;  /* POP3: a multi-line answer follows +OK */
+	uint8_t multi; /* POP3: a multi-line answer follows +OK */
 	int32_t arg;
 	uint64_t t0;
 };
@@ -183,10 +183,10 @@ struct conn {
 	struct worker *w;
 	const struct proto *proto;
 	int fd;
-	int idx;             /* session number across the run */
-	int inflight;        /* SQEs not yet completed */
+	int idx;      /* session number across the run */
+	int inflight; /* SQEs not yet completed */
 	bool closing;
-	bool want_close;     /* close once the output queue is drained */
+	bool want_close; /* close once the output queue is drained */
 	bool recv_armed, send_armed;
 	bool connecting;
 	bool greeted;
@@ -195,22 +195,22 @@ struct conn {
 	/* TLS: memory BIOs; the socket carries ciphertext only. */
 	SSL *ssl;
 	BIO *rbio, *wbio;
-	bool tls_hs;          /* handshake in progress */
+	bool tls_hs; /* handshake in progress */
 	uint64_t tls_t0;
 
 	/* input: plaintext after TLS */
 	char *in;
 	size_t in_len, in_cap;
-	char *rx;            /* raw recv buffer (ciphertext under TLS, else == in tail) */
+	char *rx; /* raw recv buffer (ciphertext under TLS, else == in tail) */
 	size_t rx_cap;
 
 	/* output */
 	struct chunk *q;
 	int qn, qcap;
-	size_t q_off;        /* bytes of q[0] already sent */
+	size_t q_off; /* bytes of q[0] already sent */
 	struct iovec iov[16];
 	struct msghdr mh;
-	char *tx;            /* TLS ciphertext being sent */
+	char *tx; /* TLS ciphertext being sent */
 	size_t tx_len, tx_off, tx_cap;
 
 	/* replies we wait for, oldest first */
@@ -221,19 +221,19 @@ struct conn {
 	int state;
 	uint64_t t_connect;
 	uint64_t rng;
-	long seq;            /* SMTP: message being sent */
+	long seq; /* SMTP: message being sent */
 	int tmpl;
-	int nlines;          /* multi-line reply/answer lines seen */
-	long cur;            /* POP3: next message number to request */
-	long nmsgs;          /* POP3: messages in the maildrop (STAT) */
-	long done;           /* POP3: answers received for RETR */
-	size_t ans_bytes;    /* POP3: octets of the current multi-line answer */
-	bool in_multi;       /* POP3: inside a multi-line answer */
+	int nlines;	  /* multi-line reply/answer lines seen */
+	long cur;	  /* POP3: next message number to request */
+	long nmsgs;	  /* POP3: messages in the maildrop (STAT) */
+	long done;	  /* POP3: answers received for RETR */
+	size_t ans_bytes; /* POP3: octets of the current multi-line answer */
+	bool in_multi;	  /* POP3: inside a multi-line answer */
 	bool tx_ok;
-	uint64_t tx_t0;      /* SMTP: when MAIL FROM was queued */
-	int rcpt_i;          /* SMTP without pipelining: next RCPT to send */
+	uint64_t tx_t0; /* SMTP: when MAIL FROM was queued */
+	int rcpt_i;	/* SMTP without pipelining: next RCPT to send */
 	int code;
-	int dead;            /* session needs no restart */
+	int dead; /* session needs no restart */
 };
 
 struct worker {
@@ -241,9 +241,9 @@ struct worker {
 	struct io_uring ring;
 	struct conn *conns;
 	int nconns;
-	int active;          /* connections open or opening */
-	int connecting;      /* connects in flight */
-	int next_start;      /* next conn index to start (ramp-up) */
+	int active;	/* connections open or opening */
+	int connecting; /* connects in flight */
+	int next_start; /* next conn index to start (ramp-up) */
 	struct stats st;
 	SSL_CTX *ssl_ctx;
 	pthread_t thread;
@@ -251,7 +251,7 @@ struct worker {
 	bool stop;
 };
 
-extern atomic_long msgs_claimed;  /* SMTP: next message sequence number */
+extern atomic_long msgs_claimed; /* SMTP: next message sequence number */
 extern atomic_int idle_established, idle_failed;
 void idle_closed(struct conn *c, bool clean);
 extern atomic_bool run_stop;
@@ -277,9 +277,9 @@ extern const struct proto smtp_proto, pop3_proto, idle_smtp_proto, idle_pop3_pro
 /* ---- outside the ring (sys.c) ------------------------------------------- */
 
 struct mem_sample {
-	uint64_t pss;   /* sum over the pid trees */
+	uint64_t pss; /* sum over the pid trees */
 	uint64_t rss;
-	uint64_t hwm;   /* VmHWM of the first pid */
+	uint64_t hwm; /* VmHWM of the first pid */
 	int nproc;
 };
 
@@ -287,11 +287,11 @@ int mem_measure(const char *pids, struct mem_sample *out);
 
 struct verify_result {
 	long files;
-	long tokens_ok;     /* distinct tokens seen exactly verify_copies times */
+	long tokens_ok; /* distinct tokens seen exactly verify_copies times */
 	long missing;
 	long duplicates;
-	long foreign;       /* files without our token */
-	double waited_s;    /* time after the run until the count was reached */
+	long foreign;	 /* files without our token */
+	double waited_s; /* time after the run until the count was reached */
 };
 
 int verify_maildir(const char *dir, const char *run_id, long expected, int copies, double wait_s,

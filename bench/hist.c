@@ -8,8 +8,7 @@
 
 static int bucket_of(uint64_t v)
 {
-	if (v < HIST_SUB)
-		return (int)v;
+	if (v < HIST_SUB) return (int)v;
 	int msb = 63 - __builtin_clzll(v);
 	int sub = (int)((v >> (msb - 4)) & (HIST_SUB - 1));
 	return (msb - 3) * HIST_SUB + sub;
@@ -18,8 +17,7 @@ static int bucket_of(uint64_t v)
 /* The upper bound of a bucket (the value we report for a percentile). */
 static uint64_t bucket_top(int b)
 {
-	if (b < HIST_SUB)
-		return (uint64_t)b;
+	if (b < HIST_SUB) return (uint64_t)b;
 	int msb = b / HIST_SUB + 3;
 	uint64_t sub = (uint64_t)(b % HIST_SUB);
 	return ((HIST_SUB + sub + 1) << (msb - 4)) - 1;
@@ -29,8 +27,7 @@ void hist_add(struct hist *h, uint64_t ns)
 {
 	h->count++;
 	h->sum_ns += ns;
-	if (ns > h->max_ns)
-		h->max_ns = ns;
+	if (ns > h->max_ns) h->max_ns = ns;
 	h->b[bucket_of(ns)]++;
 }
 
@@ -38,19 +35,16 @@ void hist_merge(struct hist *dst, const struct hist *src)
 {
 	dst->count += src->count;
 	dst->sum_ns += src->sum_ns;
-	if (src->max_ns > dst->max_ns)
-		dst->max_ns = src->max_ns;
+	if (src->max_ns > dst->max_ns) dst->max_ns = src->max_ns;
 	for (int i = 0; i < HIST_BUCKETS; i++)
 		dst->b[i] += src->b[i];
 }
 
 uint64_t hist_pct(const struct hist *h, double pct)
 {
-	if (!h->count)
-		return 0;
+	if (!h->count) return 0;
 	uint64_t want = (uint64_t)((double)h->count * pct / 100.0 + 0.999999);
-	if (want < 1)
-		want = 1;
+	if (want < 1) want = 1;
 	uint64_t seen = 0;
 	for (int i = 0; i < HIST_BUCKETS; i++) {
 		seen += h->b[i];

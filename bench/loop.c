@@ -51,9 +51,15 @@ static struct io_uring_sqe *get_sqe(struct worker *w)
 	return sqe;
 }
 
-static void *tag(struct conn *c, int op) { return (void *)((uintptr_t)c | (uintptr_t)op); }
+static void *tag(struct conn *c, int op)
+{
+	return (void *)((uintptr_t)c | (uintptr_t)op);
+}
 
-void conn_err(struct conn *c, enum err e) { c->w->st.errs[e]++; }
+void conn_err(struct conn *c, enum err e)
+{
+	c->w->st.errs[e]++;
+}
 
 /* ---- pending replies ---------------------------------------------------- */
 
@@ -71,7 +77,10 @@ struct pend *pend_push(struct conn *c, int kind, int arg)
 	return p;
 }
 
-struct pend *pend_front(struct conn *c) { return c->pend_n ? &c->pend[c->pend_head] : NULL; }
+struct pend *pend_front(struct conn *c)
+{
+	return c->pend_n ? &c->pend[c->pend_head] : NULL;
+}
 
 void pend_pop(struct conn *c)
 {
@@ -86,8 +95,7 @@ static struct chunk *q_add(struct conn *c)
 	if (c->qn == c->qcap) {
 		int ncap = c->qcap ? c->qcap * 2 : 8;
 		struct chunk *nq = realloc(c->q, (size_t)ncap * sizeof *nq);
-		if (!nq)
-			abort();
+		if (!nq) abort();
 		c->q = nq;
 		c->qcap = ncap;
 	}
@@ -110,8 +118,7 @@ void conn_send(struct conn *c, const void *p, size_t n)
 	struct chunk *k = q_add(c);
 	k->cap = n > 4096 ? n : 4096;
 	k->p = malloc(k->cap);
-	if (!k->p)
-		abort();
+	if (!k->p) abort();
 	memcpy(k->p, p, n);
 	k->len = n;
 }
@@ -123,8 +130,7 @@ void conn_sendf(struct conn *c, const char *fmt, ...)
 	va_start(ap, fmt);
 	int n = vsnprintf(buf, sizeof buf, fmt, ap);
 	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof buf)
-		abort();
+	if (n < 0 || (size_t)n >= sizeof buf) abort();
 	conn_send(c, buf, (size_t)n);
 }
 
@@ -146,8 +152,7 @@ static void q_advance(struct conn *c, size_t n)
 			return;
 		}
 		n -= left;
-		if (k->cap)
-			free(k->p);
+		if (k->cap) free(k->p);
 		memmove(&c->q[0], &c->q[1], (size_t)(c->qn - 1) * sizeof *c->q);
 		c->qn--;
 		c->q_off = 0;
@@ -157,8 +162,7 @@ static void q_advance(struct conn *c, size_t n)
 static void q_clear(struct conn *c)
 {
 	for (int i = 0; i < c->qn; i++)
-		if (c->q[i].cap)
-			free(c->q[i].p);
+		if (c->q[i].cap) free(c->q[i].p);
 	c->qn = 0;
 	c->q_off = 0;
 }
@@ -172,34 +176,28 @@ static void tls_fill_tx(struct conn *c)
 	while (!c->tls_hs && c->qn && budget) {
 		struct chunk *k = &c->q[0];
 		size_t n = k->len - c->q_off;
-		if (n > 16384)
-			n = 16384;
+		if (n > 16384) n = 16384;
 		int r = SSL_write(c->ssl, k->p + c->q_off, (int)n);
-		if (r <= 0)
-			break;
+		if (r <= 0) break;
 		q_advance(c, (size_t)r);
 		budget = (size_t)r < budget ? budget - (size_t)r : 0;
 	}
 	size_t pend = BIO_ctrl_pending(c->wbio);
-	if (!pend)
-		return;
+	if (!pend) return;
 	if (c->tx_len + pend > c->tx_cap) {
 		size_t ncap = c->tx_len + pend + 16384;
 		char *nt = realloc(c->tx, ncap);
-		if (!nt)
-			abort();
+		if (!nt) abort();
 		c->tx = nt;
 		c->tx_cap = ncap;
 	}
 	int r = BIO_read(c->wbio, c->tx + c->tx_len, (int)pend);
-	if (r > 0)
-		c->tx_len += (size_t)r;
+	if (r > 0) c->tx_len += (size_t)r;
 }
 
 void conn_flush(struct conn *c)
 {
-	if (c->send_armed || c->closing || c->connecting)
-		return;
+	if (c->send_armed || c->closing || c->connecting) return;
 	struct io_uring_sqe *sqe;
 	if (c->ssl) {
 		if (c->tx_off == c->tx_len) {
@@ -207,8 +205,7 @@ void conn_flush(struct conn *c)
 			tls_fill_tx(c);
 		}
 		if (c->tx_off == c->tx_len) {
-			if (c->want_close)
-				conn_close(c, c->clean);
+			if (c->want_close) conn_close(c, c->clean);
 			return;
 		}
 		sqe = get_sqe(c->w);
@@ -216,8 +213,7 @@ void conn_flush(struct conn *c)
 				   MSG_NOSIGNAL);
 	} else {
 		if (!c->qn) {
-			if (c->want_close)
-				conn_close(c, c->clean);
+			if (c->want_close) conn_close(c, c->clean);
 			return;
 		}
 		int n = 0;
@@ -240,14 +236,12 @@ void conn_flush(struct conn *c)
 
 static void in_reserve(struct conn *c, size_t want)
 {
-	if (c->in_cap - c->in_len >= want)
-		return;
+	if (c->in_cap - c->in_len >= want) return;
 	size_t ncap = c->in_cap ? c->in_cap : 16384;
 	while (ncap - c->in_len < want)
 		ncap *= 2;
 	char *ni = realloc(c->in, ncap);
-	if (!ni)
-		abort();
+	if (!ni) abort();
 	c->in = ni;
 	c->in_cap = ncap;
 }
@@ -262,19 +256,20 @@ void conn_consume(struct conn *c, size_t n)
 	c->in_len -= n;
 }
 
-static size_t rx_chunk(void) { return opt.mode == MODE_IDLE ? 4096 : 65536; }
+static size_t rx_chunk(void)
+{
+	return opt.mode == MODE_IDLE ? 4096 : 65536;
+}
 
 static void arm_recv(struct conn *c)
 {
-	if (c->recv_armed || c->closing || c->connecting)
-		return;
+	if (c->recv_armed || c->closing || c->connecting) return;
 	struct io_uring_sqe *sqe = get_sqe(c->w);
 	if (c->ssl) {
 		if (!c->rx) {
 			c->rx_cap = rx_chunk();
 			c->rx = malloc(c->rx_cap);
-			if (!c->rx)
-				abort();
+			if (!c->rx) abort();
 		}
 		io_uring_prep_recv(sqe, c->fd, c->rx, c->rx_cap, 0);
 	} else {
@@ -325,12 +320,10 @@ void conn_start_tls(struct conn *c)
 	c->ssl = SSL_new(c->w->ssl_ctx);
 	c->rbio = BIO_new(BIO_s_mem());
 	c->wbio = BIO_new(BIO_s_mem());
-	if (!c->ssl || !c->rbio || !c->wbio)
-		abort();
+	if (!c->ssl || !c->rbio || !c->wbio) abort();
 	SSL_set_bio(c->ssl, c->rbio, c->wbio);
 	SSL_set_connect_state(c->ssl);
-	if (opt.sni)
-		SSL_set_tlsext_host_name(c->ssl, opt.sni);
+	if (opt.sni) SSL_set_tlsext_host_name(c->ssl, opt.sni);
 	c->tls_hs = true;
 	c->tls_t0 = now_ns();
 	tls_handshake(c);
@@ -344,8 +337,7 @@ static int tls_input(struct conn *c, size_t n)
 	BIO_write(c->rbio, c->rx, (int)n);
 	if (c->tls_hs) {
 		tls_handshake(c);
-		if (c->tls_hs || c->closing)
-			return c->closing ? -1 : 0;
+		if (c->tls_hs || c->closing) return c->closing ? -1 : 0;
 	}
 	for (;;) {
 		in_reserve(c, 16384);
@@ -355,17 +347,14 @@ static int tls_input(struct conn *c, size_t n)
 			continue;
 		}
 		int e = SSL_get_error(c->ssl, r);
-		if (e == SSL_ERROR_WANT_READ)
-			break;
-		if (e == SSL_ERROR_ZERO_RETURN)
-			return 1;
+		if (e == SSL_ERROR_WANT_READ) break;
+		if (e == SSL_ERROR_ZERO_RETURN) return 1;
 		conn_err(c, E_TLS);
 		ERR_clear_error();
 		conn_close(c, false);
 		return -1;
 	}
-	if (BIO_ctrl_pending(c->wbio))
-		conn_flush(c);
+	if (BIO_ctrl_pending(c->wbio)) conn_flush(c);
 	return 0;
 }
 
@@ -402,8 +391,7 @@ static void conn_open(struct conn *c)
 
 void conn_close(struct conn *c, bool clean)
 {
-	if (c->closing)
-		return;
+	if (c->closing) return;
 	c->closing = true;
 	c->clean = clean;
 	shutdown(c->fd, SHUT_RDWR);
@@ -414,23 +402,20 @@ static void conn_finalize(struct conn *c)
 	struct worker *w = c->w;
 	close(c->fd);
 	c->fd = -1;
-	if (c->ssl)
-		SSL_free(c->ssl); /* frees both BIOs */
+	if (c->ssl) SSL_free(c->ssl); /* frees both BIOs */
 	c->ssl = NULL;
 	c->rbio = c->wbio = NULL;
 	q_clear(c);
 	w->active--;
 	c->proto->closed(c, c->clean);
-	if (!c->dead && !w->stop && !atomic_load(&run_stop))
-		conn_open(c);
+	if (!c->dead && !w->stop && !atomic_load(&run_stop)) conn_open(c);
 }
 
 static void on_connect(struct conn *c, int res)
 {
 	c->connecting = false;
 	c->w->connecting--;
-	if (c->closing)
-		return;
+	if (c->closing) return;
 	if (res < 0) {
 		conn_err(c, E_CONNECT);
 		if (!opt.quiet && !c->w->st.last_err[0])
@@ -450,8 +435,7 @@ static void on_connect(struct conn *c, int res)
 static void on_recv(struct conn *c, int res)
 {
 	c->recv_armed = false;
-	if (c->closing)
-		return;
+	if (c->closing) return;
 	if (res <= 0) {
 		/* EOF is clean only once the machine has seen the goodbye. */
 		if (res < 0 || !c->clean) {
@@ -467,27 +451,22 @@ static void on_recv(struct conn *c, int res)
 	int eof = 0;
 	if (c->ssl) {
 		eof = tls_input(c, (size_t)res);
-		if (eof < 0 || c->tls_hs)
-			return;
+		if (eof < 0 || c->tls_hs) return;
 	} else {
 		c->in_len += (size_t)res;
 	}
-	if (c->in_len)
-		c->proto->input(c);
+	if (c->in_len) c->proto->input(c);
 	if (eof && !c->closing) {
-		if (!c->clean)
-			conn_err(c, E_IO);
+		if (!c->clean) conn_err(c, E_IO);
 		conn_close(c, c->clean);
 	}
-	if (!c->closing)
-		conn_flush(c);
+	if (!c->closing) conn_flush(c);
 }
 
 static void on_send(struct conn *c, int res)
 {
 	c->send_armed = false;
-	if (c->closing)
-		return;
+	if (c->closing) return;
 	if (res < 0) {
 		conn_err(c, E_IO);
 		conn_close(c, false);
@@ -503,8 +482,7 @@ static void on_send(struct conn *c, int res)
 static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
 {
 	uintptr_t d = (uintptr_t)io_uring_cqe_get_data(cqe);
-	if (!d)
-		return;
+	if (!d) return;
 	struct conn *c = (struct conn *)(d & ~(uintptr_t)7);
 	int op = (int)(d & 7);
 	c->inflight--;
@@ -514,8 +492,7 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
 	case OP_SEND: on_send(c, cqe->res); break;
 	}
 	if (c->closing) {
-		if (!c->inflight)
-			conn_finalize(c);
+		if (!c->inflight) conn_finalize(c);
 	} else {
 		arm_recv(c);
 	}
@@ -549,8 +526,7 @@ void *worker_main(void *arg)
 	bool stopping = false;
 	for (;;) {
 		ramp(w);
-		if (w->active == 0 && w->next_start >= w->nconns)
-			break;
+		if (w->active == 0 && w->next_start >= w->nconns) break;
 		struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 100000000};
 		struct io_uring_cqe *cqe;
 		r = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
@@ -574,8 +550,7 @@ void *worker_main(void *arg)
 				struct conn *c = &w->conns[i];
 				c->dead = 1;
 				if (c->fd >= 0 && !c->closing) {
-					if (late)
-						conn_err(c, E_TIMEOUT);
+					if (late) conn_err(c, E_TIMEOUT);
 					conn_close(c, !late);
 				}
 			}

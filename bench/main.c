@@ -15,27 +15,27 @@
 #include "bench/bench.h"
 
 struct opts opt = {
-	.mode = MODE_SMTP,
-	.host = "127.0.0.1",
-	.port = 2525,
-	.sessions = 1,
-	.messages = 1000,
-	.rcpts = 1,
-	.pipelining = true,
-	.reuse = true,
-	.threads = 1,
-	.domain = "example.test",
-	.from = "sender@bench.client.test",
-	.user = "mailbox@example.test",
-	.pass = "demo-password",
-	.verify_wait = 0,
-	.verify_copies = 1,
-	.hold = 1,
-	.idle_proto = MODE_SMTP,
-	.timeout = 300,
-	.dele = true,
-	.window = 8,
-	.connect_window = 256,
+    .mode = MODE_SMTP,
+    .host = "127.0.0.1",
+    .port = 2525,
+    .sessions = 1,
+    .messages = 1000,
+    .rcpts = 1,
+    .pipelining = true,
+    .reuse = true,
+    .threads = 1,
+    .domain = "example.test",
+    .from = "sender@bench.client.test",
+    .user = "mailbox@example.test",
+    .pass = "demo-password",
+    .verify_wait = 0,
+    .verify_copies = 1,
+    .hold = 1,
+    .idle_proto = MODE_SMTP,
+    .timeout = 300,
+    .dele = true,
+    .window = 8,
+    .connect_window = 256,
 };
 
 struct msg_tmpl tmpls[16];
@@ -93,14 +93,24 @@ static size_t parse_size(const char *s, char **end)
 {
 	double v = strtod(s, end);
 	switch (**end) {
-	case 'k': case 'K': v *= 1024; (*end)++; break;
-	case 'm': case 'M': v *= 1024 * 1024; (*end)++; break;
-	case 'g': case 'G': v *= 1024.0 * 1024 * 1024; (*end)++; break;
+	case 'k':
+	case 'K':
+		v *= 1024;
+		(*end)++;
+		break;
+	case 'm':
+	case 'M':
+		v *= 1024 * 1024;
+		(*end)++;
+		break;
+	case 'g':
+	case 'G':
+		v *= 1024.0 * 1024 * 1024;
+		(*end)++;
+		break;
 	}
-	if (**end == 'i' || **end == 'B')
-		(*end)++;
-	if (**end == 'B')
-		(*end)++;
+	if (**end == 'i' || **end == 'B') (*end)++;
+	if (**end == 'B') (*end)++;
 	return (size_t)v;
 }
 
@@ -108,15 +118,12 @@ static int parse_mix(const char *s, struct size_mix *m)
 {
 	memset(m, 0, sizeof *m);
 	while (*s) {
-		if (m->n == 16)
-			return -1;
+		if (m->n == 16) return -1;
 		char *end;
 		size_t sz = parse_size(s, &end);
 		unsigned w = 1;
-		if (*end == ':')
-			w = (unsigned)strtoul(end + 1, &end, 10);
-		if (!sz || (*end && *end != ','))
-			return -1;
+		if (*end == ':') w = (unsigned)strtoul(end + 1, &end, 10);
+		if (!sz || (*end && *end != ',')) return -1;
 		m->size[m->n] = sz;
 		m->weight[m->n] = w;
 		m->total_weight += w;
@@ -159,18 +166,18 @@ static void build_templates(void)
 		size_t size = opt.sizes.size[i];
 		size_t n = size > hl + 2 ? size - hl : 2;
 		char *b = malloc(n + 3);
-		if (!b)
-			abort();
+		if (!b) abort();
 		for (size_t j = 0; j < n; j++) {
 			size_t col = j % 78;
-			b[j] = col == 76 ? '\r' : col == 77 ? '\n' : text[(j / 78 + col) % (sizeof text - 1)];
+			b[j] = col == 76   ? '\r'
+			       : col == 77 ? '\n'
+					   : text[(j / 78 + col) % (sizeof text - 1)];
 		}
 		if (n >= 2) { /* always: the body ends with a CRLF, never a bare CR */
 			b[n - 2] = '\r';
 			b[n - 1] = '\n';
 		}
-		if (n >= 3 && b[n - 3] == '\r')
-			b[n - 3] = 'x';
+		if (n >= 3 && b[n - 3] == '\r') b[n - 3] = 'x';
 		memcpy(b + n, ".\r\n", 3);
 		tmpls[i].size = hl + n;
 		tmpls[i].body = b;
@@ -180,8 +187,7 @@ static void build_templates(void)
 
 int msg_pick(uint64_t *rng)
 {
-	if (ntmpls == 1)
-		return 0;
+	if (ntmpls == 1) return 0;
 	/* xorshift64 */
 	uint64_t x = *rng;
 	x ^= x << 13;
@@ -190,8 +196,7 @@ int msg_pick(uint64_t *rng)
 	*rng = x;
 	unsigned r = (unsigned)(x % opt.sizes.total_weight);
 	for (int i = 0; i < ntmpls; i++) {
-		if (r < opt.sizes.weight[i])
-			return i;
+		if (r < opt.sizes.weight[i]) return i;
 		r -= opt.sizes.weight[i];
 	}
 	return ntmpls - 1;
@@ -199,7 +204,10 @@ int msg_pick(uint64_t *rng)
 
 /* ---- run ---------------------------------------------------------------- */
 
-static double secs_since(uint64_t t0) { return (double)(now_ns() - t0) / 1e9; }
+static double secs_since(uint64_t t0)
+{
+	return (double)(now_ns() - t0) / 1e9;
+}
 
 static void sleep_s(double s)
 {
@@ -210,25 +218,59 @@ static void sleep_s(double s)
 int main(int argc, char **argv)
 {
 	enum {
-		O_FROM = 256, O_SNI, O_WINDOW, O_NODELE, O_LISTONLY, O_VDIR, O_VWAIT, O_VCOPIES,
-		O_RUNID, O_IDLEPROTO, O_IDLEEHLO, O_HOLD, O_MEMPID, O_CWIN, O_TIMEOUT, O_LABEL,
+		O_FROM = 256,
+		O_SNI,
+		O_WINDOW,
+		O_NODELE,
+		O_LISTONLY,
+		O_VDIR,
+		O_VWAIT,
+		O_VCOPIES,
+		O_RUNID,
+		O_IDLEPROTO,
+		O_IDLEEHLO,
+		O_HOLD,
+		O_MEMPID,
+		O_CWIN,
+		O_TIMEOUT,
+		O_LABEL,
 		O_JSON
 	};
 	static const struct option lo[] = {
-		{"host", 1, 0, 'H'}, {"port", 1, 0, 'p'}, {"sessions", 1, 0, 'c'},
-		{"messages", 1, 0, 'n'}, {"size", 1, 0, 's'}, {"rcpts", 1, 0, 'r'},
-		{"no-pipelining", 0, 0, 'P'}, {"starttls", 0, 0, 'S'}, {"tls", 0, 0, 'T'},
-		{"one-per-conn", 0, 0, '1'}, {"threads", 1, 0, 't'}, {"domain", 1, 0, 'd'},
-		{"user", 1, 0, 'u'}, {"pass", 1, 0, 'w'}, {"quiet", 0, 0, 'q'},
-		{"help", 0, 0, 'h'}, {"from", 1, 0, O_FROM}, {"sni", 1, 0, O_SNI},
-		{"window", 1, 0, O_WINDOW}, {"no-dele", 0, 0, O_NODELE},
-		{"list-only", 0, 0, O_LISTONLY}, {"verify-dir", 1, 0, O_VDIR},
-		{"verify-wait", 1, 0, O_VWAIT}, {"verify-copies", 1, 0, O_VCOPIES},
-		{"run-id", 1, 0, O_RUNID}, {"idle-proto", 1, 0, O_IDLEPROTO},
-		{"idle-ehlo", 0, 0, O_IDLEEHLO}, {"hold", 1, 0, O_HOLD},
-		{"mem-pid", 1, 0, O_MEMPID}, {"connect-window", 1, 0, O_CWIN},
-		{"timeout", 1, 0, O_TIMEOUT}, {"label", 1, 0, O_LABEL}, {"json", 1, 0, O_JSON},
-		{0, 0, 0, 0},
+	    {"host", 1, 0, 'H'},
+	    {"port", 1, 0, 'p'},
+	    {"sessions", 1, 0, 'c'},
+	    {"messages", 1, 0, 'n'},
+	    {"size", 1, 0, 's'},
+	    {"rcpts", 1, 0, 'r'},
+	    {"no-pipelining", 0, 0, 'P'},
+	    {"starttls", 0, 0, 'S'},
+	    {"tls", 0, 0, 'T'},
+	    {"one-per-conn", 0, 0, '1'},
+	    {"threads", 1, 0, 't'},
+	    {"domain", 1, 0, 'd'},
+	    {"user", 1, 0, 'u'},
+	    {"pass", 1, 0, 'w'},
+	    {"quiet", 0, 0, 'q'},
+	    {"help", 0, 0, 'h'},
+	    {"from", 1, 0, O_FROM},
+	    {"sni", 1, 0, O_SNI},
+	    {"window", 1, 0, O_WINDOW},
+	    {"no-dele", 0, 0, O_NODELE},
+	    {"list-only", 0, 0, O_LISTONLY},
+	    {"verify-dir", 1, 0, O_VDIR},
+	    {"verify-wait", 1, 0, O_VWAIT},
+	    {"verify-copies", 1, 0, O_VCOPIES},
+	    {"run-id", 1, 0, O_RUNID},
+	    {"idle-proto", 1, 0, O_IDLEPROTO},
+	    {"idle-ehlo", 0, 0, O_IDLEEHLO},
+	    {"hold", 1, 0, O_HOLD},
+	    {"mem-pid", 1, 0, O_MEMPID},
+	    {"connect-window", 1, 0, O_CWIN},
+	    {"timeout", 1, 0, O_TIMEOUT},
+	    {"label", 1, 0, O_LABEL},
+	    {"json", 1, 0, O_JSON},
+	    {0, 0, 0, 0},
 	};
 	if (argc < 2) {
 		usage(stderr);
@@ -255,9 +297,15 @@ int main(int argc, char **argv)
 	while ((ch = getopt_long(argc, argv, "H:p:c:n:s:r:PST1t:d:u:w:qh", lo, NULL)) != -1) {
 		switch (ch) {
 		case 'H': opt.host = optarg; break;
-		case 'p': opt.port = atoi(optarg); port_set = true; break;
+		case 'p':
+			opt.port = atoi(optarg);
+			port_set = true;
+			break;
 		case 'c': opt.sessions = atoi(optarg); break;
-		case 'n': opt.messages = atol(optarg); messages_set = true; break;
+		case 'n':
+			opt.messages = atol(optarg);
+			messages_set = true;
+			break;
 		case 's':
 			if (parse_mix(optarg, &opt.sizes) < 0) {
 				fprintf(stderr, "bench: bad --size %s\n", optarg);
@@ -284,7 +332,9 @@ int main(int argc, char **argv)
 		case O_VWAIT: opt.verify_wait = atof(optarg); break;
 		case O_VCOPIES: opt.verify_copies = atoi(optarg); break;
 		case O_RUNID: opt.run_id = optarg; break;
-		case O_IDLEPROTO: opt.idle_proto = strcmp(optarg, "pop3") ? MODE_SMTP : MODE_POP3; break;
+		case O_IDLEPROTO:
+			opt.idle_proto = strcmp(optarg, "pop3") ? MODE_SMTP : MODE_POP3;
+			break;
 		case O_IDLEEHLO: opt.idle_ehlo = true; break;
 		case O_HOLD: opt.hold = atof(optarg); break;
 		case O_MEMPID: opt.mem_pids = optarg; break;
@@ -295,23 +345,23 @@ int main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
-	if (!port_set && (opt.mode == MODE_POP3 || (opt.mode == MODE_IDLE &&
-						     opt.idle_proto == MODE_POP3)))
+	if (!port_set &&
+	    (opt.mode == MODE_POP3 || (opt.mode == MODE_IDLE && opt.idle_proto == MODE_POP3)))
 		opt.port = opt.tls ? 1995 : 1110;
 	if (opt.mode == MODE_POP3 && !messages_set)
 		opt.messages = 0; /* every message in the maildrop */
 	if (opt.sessions < 1 || opt.threads < 1 || opt.rcpts < 1 || opt.rcpts > 100 ||
 	    opt.window < 1 || opt.window > 64 || opt.connect_window < 1) {
-		fprintf(stderr, "bench: bad numbers (sessions, threads, rcpts 1..100, window 1..64)\n");
+		fprintf(stderr,
+			"bench: bad numbers (sessions, threads, rcpts 1..100, window 1..64)\n");
 		return 2;
 	}
-	if (opt.threads > opt.sessions)
-		opt.threads = opt.sessions;
-	if (!opt.sni)
-		opt.sni = opt.domain;
+	if (opt.threads > opt.sessions) opt.threads = opt.sessions;
+	if (!opt.sni) opt.sni = opt.domain;
 	static char idbuf[32];
 	if (!opt.run_id) {
-		snprintf(idbuf, sizeof idbuf, "r%lx%x", (unsigned long)time(NULL), (unsigned)getpid());
+		snprintf(idbuf, sizeof idbuf, "r%lx%x", (unsigned long)time(NULL),
+			 (unsigned)getpid());
 		opt.run_id = idbuf;
 	}
 	memset(&opt.addr, 0, sizeof opt.addr);
@@ -332,13 +382,12 @@ int main(int argc, char **argv)
 	}
 	build_templates();
 
-	const struct proto *proto = opt.mode == MODE_SMTP ? &smtp_proto
-				    : opt.mode == MODE_POP3 ? &pop3_proto
+	const struct proto *proto = opt.mode == MODE_SMTP	  ? &smtp_proto
+				    : opt.mode == MODE_POP3	  ? &pop3_proto
 				    : opt.idle_proto == MODE_POP3 ? &idle_pop3_proto
 								  : &idle_smtp_proto;
 	struct worker *ws = calloc((size_t)opt.threads, sizeof *ws);
-	if (!ws)
-		abort();
+	if (!ws) abort();
 	int per = opt.sessions / opt.threads, extra = opt.sessions % opt.threads, idx = 0;
 	for (int t = 0; t < opt.threads; t++) {
 		struct worker *w = &ws[t];
@@ -346,8 +395,7 @@ int main(int argc, char **argv)
 		w->nconns = per + (t < extra);
 		w->conns = calloc((size_t)w->nconns, sizeof *w->conns);
 		w->ssl_ctx = SSL_CTX_new(TLS_client_method());
-		if (!w->conns || !w->ssl_ctx)
-			abort();
+		if (!w->conns || !w->ssl_ctx) abort();
 		SSL_CTX_set_verify(w->ssl_ctx, SSL_VERIFY_NONE, NULL);
 		SSL_CTX_set_session_cache_mode(w->ssl_ctx, SSL_SESS_CACHE_OFF);
 		for (int i = 0; i < w->nconns; i++) {
@@ -363,8 +411,7 @@ int main(int argc, char **argv)
 	struct result res;
 	memset(&res, 0, sizeof res);
 	res.idle_target = opt.sessions;
-	if (opt.mem_pids && mem_measure(opt.mem_pids, &res.mem_before) == 0)
-		res.have_mem = true;
+	if (opt.mem_pids && mem_measure(opt.mem_pids, &res.mem_before) == 0) res.have_mem = true;
 
 	uint64_t t0 = now_ns();
 	for (int t = 0; t < opt.threads; t++)
@@ -383,8 +430,7 @@ int main(int argc, char **argv)
 				res.elapsed_s);
 		/* Let the server settle (lazy allocations, worker hand-offs). */
 		sleep_s(0.5);
-		if (res.have_mem)
-			mem_measure(opt.mem_pids, &res.mem_after);
+		if (res.have_mem) mem_measure(opt.mem_pids, &res.mem_after);
 		sleep_s(opt.hold > 0.5 ? opt.hold - 0.5 : 0);
 		struct mem_sample again;
 		if (res.have_mem && mem_measure(opt.mem_pids, &again) == 0 &&
@@ -396,8 +442,7 @@ int main(int argc, char **argv)
 		pthread_join(ws[t].thread, NULL);
 	if (opt.mode != MODE_IDLE) {
 		res.elapsed_s = secs_since(t0);
-		if (res.have_mem)
-			mem_measure(opt.mem_pids, &res.mem_after);
+		if (res.have_mem) mem_measure(opt.mem_pids, &res.mem_after);
 	}
 	for (int t = 0; t < opt.threads; t++) {
 		struct stats *s = &ws[t].st;
@@ -412,8 +457,7 @@ int main(int argc, char **argv)
 		res.st.bytes += s->bytes;
 		res.st.sessions += s->sessions;
 		res.st.established += s->established;
-		if (!res.st.last_err[0])
-			memcpy(res.st.last_err, s->last_err, sizeof s->last_err);
+		if (!res.st.last_err[0]) memcpy(res.st.last_err, s->last_err, sizeof s->last_err);
 	}
 	if (opt.mode == MODE_SMTP && opt.verify_dir) {
 		res.have_verify = true;
@@ -421,16 +465,15 @@ int main(int argc, char **argv)
 		verify_maildir(opt.verify_dir, opt.run_id, opt.messages, opt.verify_copies,
 			       opt.verify_wait, &res.vr);
 	}
-	if (!opt.quiet)
-		report_table(&res);
+	if (!opt.quiet) report_table(&res);
 	if (opt.json && report_json(&res, opt.json) < 0) {
 		perror(opt.json);
 		return 2;
 	}
 	bool ok = res.st.errs[E_CONNECT] + res.st.errs[E_IO] + res.st.errs[E_TLS] +
-			  res.st.errs[E_PROTO] + res.st.errs[E_TIMEOUT] == 0 &&
+			  res.st.errs[E_PROTO] + res.st.errs[E_TIMEOUT] ==
+		      0 &&
 		  res.st.msgs_failed == 0;
-	if (res.have_verify && (res.vr.missing || res.vr.duplicates))
-		ok = false;
+	if (res.have_verify && (res.vr.missing || res.vr.duplicates)) ok = false;
 	return ok ? 0 : 1;
 }

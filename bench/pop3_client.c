@@ -25,7 +25,7 @@ static long limit_of(struct conn *c)
 }
 
 static void cmd(struct conn *c, int kind, int arg, bool multi, const char *fmt, ...)
-	__attribute__((format(printf, 5, 6)));
+    __attribute__((format(printf, 5, 6)));
 
 static void cmd(struct conn *c, int kind, int arg, bool multi, const char *fmt, ...)
 {
@@ -45,11 +45,13 @@ static void login(struct conn *c)
 	snprintf(user, sizeof user, opt.user, c->idx);
 	c->tx_t0 = now_ns();
 	cmd(c, P_USER, 0, false, "USER %s\r\n", user);
-	if (opt.pipelining)
-		cmd(c, P_PASS, 0, false, "PASS %s\r\n", opt.pass);
+	if (opt.pipelining) cmd(c, P_PASS, 0, false, "PASS %s\r\n", opt.pass);
 }
 
-static void quit(struct conn *c) { cmd(c, P_QUIT, 0, false, "QUIT\r\n"); }
+static void quit(struct conn *c)
+{
+	cmd(c, P_QUIT, 0, false, "QUIT\r\n");
+}
 
 /* Keep the pipeline full: each RETR (and its DELE) while the window allows. */
 static void fill(struct conn *c)
@@ -62,11 +64,9 @@ static void fill(struct conn *c)
 		if (opt.dele && opt.pipelining)
 			cmd(c, P_DELE, (int)c->cur, false, "DELE %ld\r\n", c->cur);
 		c->cur++;
-		if (!opt.pipelining)
-			break;
+		if (!opt.pipelining) break;
 	}
-	if (c->cur > lim && c->pend_n == 0)
-		quit(c);
+	if (c->cur > lim && c->pend_n == 0) quit(c);
 }
 
 static void fail(struct conn *c, const char *line, size_t len)
@@ -84,8 +84,7 @@ static void on_status(struct conn *c, bool ok, const char *line, size_t len)
 	struct stats *st = &c->w->st;
 	struct pend *p = pend_front(c);
 	st->codes[ok ? CODE_OK : CODE_ERR]++;
-	if (!ok)
-		fail(c, line, len);
+	if (!ok) fail(c, line, len);
 	if (p->multi && ok) {
 		c->in_multi = true;
 		c->ans_bytes = 0;
@@ -117,13 +116,11 @@ static void on_status(struct conn *c, bool ok, const char *line, size_t len)
 		return;
 	case P_USER:
 		if (!ok) {
-			if (opt.pipelining)
-				return; /* PASS answers too */
+			if (opt.pipelining) return; /* PASS answers too */
 			quit(c);
 			return;
 		}
-		if (!opt.pipelining)
-			cmd(c, P_PASS, 0, false, "PASS %s\r\n", opt.pass);
+		if (!opt.pipelining) cmd(c, P_PASS, 0, false, "PASS %s\r\n", opt.pass);
 		return;
 	case P_PASS:
 		if (!ok) {
@@ -149,8 +146,7 @@ static void on_status(struct conn *c, bool ok, const char *line, size_t len)
 		quit(c);
 		return;
 	case P_DELE:
-		if (ok)
-			hist_add(&st->h[M_DELE], t - cur.t0);
+		if (ok) hist_add(&st->h[M_DELE], t - cur.t0);
 		fill(c);
 		return;
 	case P_QUIT:
@@ -206,8 +202,7 @@ static int pop3_input(struct conn *c)
 		char *s = c->in + off;
 		size_t avail = c->in_len - off;
 		char *nl = memchr(s, '\n', avail);
-		if (!nl)
-			break;
+		if (!nl) break;
 		size_t len = (size_t)(nl - s) + 1;
 		off += len;
 		if (c->in_multi) {
@@ -237,24 +232,32 @@ static int pop3_input(struct conn *c)
 			conn_close(c, false);
 			return -1;
 		}
-		if (c->tls_hs)
-			return 0;
+		if (c->tls_hs) return 0;
 	}
 	conn_consume(c, off);
 	return 0;
 }
 
-static void pop3_connected(struct conn *c) { pend_push(c, P_GREET, 0); }
+static void pop3_connected(struct conn *c)
+{
+	pend_push(c, P_GREET, 0);
+}
 
-static void pop3_tls_done(struct conn *c) { login(c); }
+static void pop3_tls_done(struct conn *c)
+{
+	login(c);
+}
 
-static void pop3_closed(struct conn *c, bool clean) { c->dead = 1; }
+static void pop3_closed(struct conn *c, bool clean)
+{
+	c->dead = 1;
+}
 
 const struct proto pop3_proto = {
-	.connected = pop3_connected,
-	.input = pop3_input,
-	.tls_done = pop3_tls_done,
-	.closed = pop3_closed,
+    .connected = pop3_connected,
+    .input = pop3_input,
+    .tls_done = pop3_tls_done,
+    .closed = pop3_closed,
 };
 
 /* ---- idle: the greeting, then nothing ----------------------------------- */
@@ -262,8 +265,7 @@ const struct proto pop3_proto = {
 static int idle_pop3_input(struct conn *c)
 {
 	char *nl = memchr(c->in, '\n', c->in_len);
-	if (!nl)
-		return 0;
+	if (!nl) return 0;
 	if (pend_front(c) && c->in[0] == '+') {
 		pend_pop(c);
 		c->greeted = true;
@@ -278,8 +280,8 @@ static int idle_pop3_input(struct conn *c)
 }
 
 const struct proto idle_pop3_proto = {
-	.connected = pop3_connected,
-	.input = idle_pop3_input,
-	.tls_done = pop3_tls_done,
-	.closed = idle_closed,
+    .connected = pop3_connected,
+    .input = idle_pop3_input,
+    .tls_done = pop3_tls_done,
+    .closed = idle_closed,
 };

@@ -359,7 +359,7 @@ result load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
 #    sessions reused, no pipelining as smtp-source does not pipeline).
 # ============================================================================
 if want harness; then
-	N=$(n_of 40000)
+	N=$(n_of 30000)
 	sink_start 0
 	best_src=0 best_bench=0
 	for i in 1 2; do
@@ -385,8 +385,8 @@ fi
 # ============================================================================
 if want pinned; then
 	sink_start 0
-	PIN=1 bench pinned-sink smtp -p "$P_SINK" -c 50 -n "$(n_of 40000)" -s 1024 -P
-	PIN=1 bench pinned-sink-pipelined smtp -p "$P_SINK" -c 50 -n "$(n_of 40000)" -s 1024
+	PIN=1 bench pinned-sink smtp -p "$P_SINK" -c 50 -n "$(n_of 30000)" -s 1024 -P
+	PIN=1 bench pinned-sink-pipelined smtp -p "$P_SINK" -c 50 -n "$(n_of 30000)" -s 1024
 	sink_stop
 	if mpb_start pinned none 1 0; then
 		PIN=1 bench pinned-mpb-none smtp -p "$P_MPB_SMTP" -c 50 -n "$(n_of 20000)" -s 1024 -P
@@ -463,7 +463,7 @@ if want sweep || want sizes || want tls; then
 		# Postfix answers 250 once its queue file is safe, then delivers:
 		# the verifier waits for the Maildir to fill (end-to-end rate).
 		pf_clear
-		sweep_target postfix "$P_PF" 2000 60000000 "$PF/mail/Maildir"
+		sweep_target postfix "$P_PF" 1500 60000000 "$PF/mail/Maildir"
 		if want tls; then
 			bench tls-postfix smtp -p "$P_PF" -c 10 -n "$(n_of 1000)" -s 1024 -S -1 \
 				--verify-dir "$PF/mail/Maildir" --verify-wait 60
@@ -693,7 +693,10 @@ GP
 		echo "| smtp-source -d -s 50 -l 1024 | $(num "$hs") |"
 		echo "| mailpopbox-bench smtp -c 50 -s 1k -P | $(num "$hb") |"
 		echo
-		echo "mailpopbox-bench / smtp-source = **$hr** (must be within 10%: $(awk -v r="$hr" 'BEGIN { if (r == "n/a") print "not measured"; else if (r >= 0.9) print "yes"; else print "NO" }'))."
+		echo "mailpopbox-bench / smtp-source = **$hr**: $(awk -v r="$hr" 'BEGIN { if (r == "n/a") print "not measured";
+			else if (r >= 0.9 && r <= 1.1) print "within 10%, the harness is not the bottleneck";
+			else if (r > 1.1) print "the harness is faster than smtp-source by more than 10% (not the bottleneck; outside the 10% band)";
+			else print "NOT within 10%: the harness may be the bottleneck" }')."
 		echo
 		echo "## SMTP, one worker pinned: mailpopbox sync=none vs smtp-sink"
 		echo
@@ -808,7 +811,7 @@ GP
 		t_idle=$(jget "$(jf idle-mpb-smtp)" bytes_per_conn)
 		echo "| target | measured | |"
 		echo "|---|---:|---|"
-		echo "| harness vs smtp-source within 10% | $hr | $(ok_mark "$hr" 0.9 ge) |"
+		echo "| harness ≥ 0.9 × smtp-source against smtp-sink (not the bottleneck) | $hr | $(ok_mark "$hr" 0.9 ge) |"
 		echo "| sync=none, 1 worker pinned ≥ 0.8 × smtp-sink (no pipelining) | $t_sink | $(ok_mark "$t_sink" 0.8 ge) |"
 		echo "| sync=full, all workers ≥ 10 × Postfix→Maildir (50 sessions, 1 KiB) | $t_pf | $(ok_mark "$t_pf" 10 ge) |"
 		echo "| peak memory under load < 64 MiB | ${t_mem:-–} MiB | $(ok_mark "$t_mem" 64 le) |"

@@ -134,8 +134,7 @@ static void on_reply(struct conn *c, int code, const char *line, size_t len)
 		conn_start_tls(c);
 		return;
 	case R_MAIL:
-		if (code / 100 != 2)
-			tx_failed(c, code, line, len);
+		if (code / 100 != 2) tx_failed(c, code, line, len);
 		if (!opt.pipelining) {
 			if (!c->tx_ok) {
 				st->msgs_failed++;
@@ -147,8 +146,7 @@ static void on_reply(struct conn *c, int code, const char *line, size_t len)
 		}
 		return;
 	case R_RCPT:
-		if (code / 100 != 2)
-			tx_failed(c, code, line, len);
+		if (code / 100 != 2) tx_failed(c, code, line, len);
 		if (!opt.pipelining) {
 			if (c->rcpt_i < opt.rcpts) {
 				send_rcpt(c, c->rcpt_i++);
@@ -173,8 +171,7 @@ static void on_reply(struct conn *c, int code, const char *line, size_t len)
 			st->bytes += tmpls[c->tmpl].size;
 			hist_add(&st->h[M_TX], t - c->tx_t0);
 		} else {
-			if (code / 100 != 2)
-				tx_failed(c, code, line, len);
+			if (code / 100 != 2) tx_failed(c, code, line, len);
 			st->msgs_failed++;
 		}
 		tx_end(c);
@@ -197,8 +194,7 @@ static int smtp_input(struct conn *c)
 	while (!c->closing && !c->tls_hs) {
 		char *s = c->in + off;
 		char *nl = memchr(s, '\n', c->in_len - off);
-		if (!nl)
-			break;
+		if (!nl) break;
 		size_t len = (size_t)(nl - s) + 1;
 		off += len;
 		if (len < 5 || s[0] < '2' || s[0] > '5' || s[1] < '0' || s[1] > '9' || s[2] < '0' ||
@@ -209,8 +205,7 @@ static int smtp_input(struct conn *c)
 			conn_close(c, false);
 			return -1;
 		}
-		if (s[3] == '-')
-			continue;
+		if (s[3] == '-') continue;
 		int code = (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
 		on_reply(c, code, s, len);
 		if (c->tls_hs) /* STARTTLS began: the rest of the input is void */
@@ -220,22 +215,27 @@ static int smtp_input(struct conn *c)
 	return 0;
 }
 
-static void smtp_connected(struct conn *c) { pend_push(c, R_GREET, 0); }
+static void smtp_connected(struct conn *c)
+{
+	pend_push(c, R_GREET, 0);
+}
 
-static void smtp_tls_done(struct conn *c) { send_ehlo(c); }
+static void smtp_tls_done(struct conn *c)
+{
+	send_ehlo(c);
+}
 
 static void smtp_closed(struct conn *c, bool clean)
 {
 	/* One message per connection: reconnect while messages are left. */
-	if (opt.reuse || !clean || atomic_load(&msgs_claimed) >= opt.messages)
-		c->dead = 1;
+	if (opt.reuse || !clean || atomic_load(&msgs_claimed) >= opt.messages) c->dead = 1;
 }
 
 const struct proto smtp_proto = {
-	.connected = smtp_connected,
-	.input = smtp_input,
-	.tls_done = smtp_tls_done,
-	.closed = smtp_closed,
+    .connected = smtp_connected,
+    .input = smtp_input,
+    .tls_done = smtp_tls_done,
+    .closed = smtp_closed,
 };
 
 /* ---- idle: greeting (and EHLO), then nothing until the run ends --------- */
@@ -246,18 +246,14 @@ static int idle_smtp_input(struct conn *c)
 	while (!c->closing) {
 		char *s = c->in + off;
 		char *nl = memchr(s, '\n', c->in_len - off);
-		if (!nl)
-			break;
+		if (!nl) break;
 		size_t len = (size_t)(nl - s) + 1;
 		off += len;
-		if (len >= 4 && s[3] == '-')
-			continue;
+		if (len >= 4 && s[3] == '-') continue;
 		struct pend *p = pend_front(c);
-		if (!p)
-			continue; /* e.g. 421 at the server's timeout: counted at EOF */
+		if (!p) continue; /* e.g. 421 at the server's timeout: counted at EOF */
 		int code = len >= 3 ? atoi(s) : 0;
-		if (code < 0 || code > 999)
-			code = 0;
+		if (code < 0 || code > 999) code = 0;
 		c->w->st.codes[code]++;
 		int kind = p->kind;
 		pend_pop(c);
@@ -285,15 +281,14 @@ static int idle_smtp_input(struct conn *c)
 
 void idle_closed(struct conn *c, bool clean)
 {
-	if (c->state != 1)
-		atomic_fetch_add(&idle_failed, 1);
+	if (c->state != 1) atomic_fetch_add(&idle_failed, 1);
 	c->state = 2;
 	c->dead = 1;
 }
 
 const struct proto idle_smtp_proto = {
-	.connected = smtp_connected,
-	.input = idle_smtp_input,
-	.tls_done = smtp_tls_done,
-	.closed = idle_closed,
+    .connected = smtp_connected,
+    .input = idle_smtp_input,
+    .tls_done = smtp_tls_done,
+    .closed = idle_closed,
 };

@@ -1420,12 +1420,17 @@ static int attempt(struct rentry *re)
 	if (dsn_failed && e->next_try < now + DSN_RETRY_S) e->next_try = now + DSN_RETRY_S;
 	if (all_final(e)) {
 		int rrc = queue_remove(R.qdirfd, e->id);
-		if (rrc)
+		if (rrc == 0) {
+			log_info("relay_done", "id=%s", e->id);
+			ret = ATTEMPT_REMOVED;
+		} else {
+			/* Keep it, with the DSN flags durable, so that a later
+			 * try (or a restart) removes it without a second DSN. */
 			log_error("queue_remove_failed", "id=%s reason=%s", e->id,
 				  log_q((char[128]){0}, 128, strerror(-rrc)));
-		else
-			log_info("relay_done", "id=%s", e->id);
-		ret = ATTEMPT_REMOVED;
+			if (changed) queue_update(R.qdirfd, e);
+			e->next_try = now + DSN_RETRY_S;
+		}
 	} else if (changed) {
 		queue_update(R.qdirfd, e);
 	}

@@ -157,6 +157,38 @@ class Delivery(RelayTestCase):
         self.assertTrue(tx.tls, "the transaction should have run inside TLS")
         srv.wait_log(r"event=relay_delivered .*tls=yes")
 
+    def trust_test_ca(self):
+        """The server's OpenSSL trusts the test certificate (SSL_CERT_FILE
+        is read by SSL_CTX_set_default_verify_paths)."""
+        crt, _ = harness.certs()["d1"]
+        old = os.environ.get("SSL_CERT_FILE")
+        os.environ["SSL_CERT_FILE"] = crt
+        self.addCleanup(lambda: os.environ.__setitem__("SSL_CERT_FILE", old) if old is not None
+                        else os.environ.pop("SSL_CERT_FILE", None))
+
+    def test_tls_required_verified(self):
+        """relay.tls = required with a certificate that verifies for the
+        host name dialled (the smarthost "localhost", one of its names)."""
+        self.trust_test_ca()
+        peer = self.peer(tls_context=relayutil.peer_tls_context())
+        srv = self.server(1, tls="required", smarthost="localhost:%d" % peer.port)
+        submit(srv, [RCPT], message())
+        tx = peer.wait_transactions(1)[0]
+        self.assertTrue(tx.tls)
+        srv.wait_log(r"event=relay_delivered .*tls=yes")
+        self.assertEqual(srv.log_lines("relay_tls_failed"), [])
+
+    def test_tls_required_name_mismatch_defers(self):
+        """required: a trusted certificate for another name (the MX is
+        mx.relay.test, the certificate names localhost) is refused."""
+        self.trust_test_ca()
+        peer = self.peer(tls_context=relayutil.peer_tls_context())
+        srv = self.server(peer.port, tls="required")
+        submit(srv, [RCPT], message())
+        srv.wait_log(r"event=relay_tls_failed .*host=mx\.relay\.test .*hostname mismatch")
+        srv.wait_log(r"event=relay_deferred .*status=4\.7\.5")
+        self.assertEqual(peer.transactions, [])
+
     def test_tls_required_unverifiable_defers(self):
         """relay.tls = required: a certificate that does not verify is a
         temporary failure, never a plaintext fallback."""

@@ -352,6 +352,8 @@ rate_e2e() { # json: msgs / (elapsed + verify wait)
 
 log "work directory $W; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 result load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
+psi() { awk '/^some/ { sub("avg60=", "", $3); print $3 "%" }' "/proc/pressure/$1" 2>/dev/null; }
+result psi_start "cpu $(psi cpu), io $(psi io)"
 
 # ============================================================================
 # 1. Harness check: smtp-source and mailpopbox-bench against one smtp-sink,
@@ -671,6 +673,8 @@ GP
 		echo "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null), in $(rget elapsed) s."
 		echo "Machine: $(nproc) CPUs ($(sed -n 's/^model name\t: //p' /proc/cpuinfo | head -1)),"
 		echo "$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r), $(df -T "$W" | awk 'NR == 2 { print $2 }') on the work directory."
+		echo "Pressure stall (some, avg60) from other tenants: $(rget psi_start) at the start,"
+		echo "$(rget psi_end) at the end."
 		echo "Load average when the run started: $(rget load_start) (a shared machine: other"
 		echo "jobs ran at the same time, so absolute figures are noisy; ratios measured"
 		echo "back to back are the useful part). Peers: Postfix $(postconf -d mail_version 2>/dev/null | cut -d' ' -f3),"
@@ -851,6 +855,7 @@ GP
 # Report
 # ============================================================================
 log "writing bench/results/latest.md"
+result psi_end "cpu $(psi cpu), io $(psi io)"
 ELAPSED=$(($(date +%s) - T_START))
 result elapsed "$ELAPSED"
 report

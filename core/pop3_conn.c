@@ -437,11 +437,8 @@ void pop3_conn_input(struct conn *c)
 			struct ichunk *ch = &c->in[c->inhead];
 			req = pop3_feed(&c->pop3, ch->p + ch->off, ch->len - ch->off, &used, &c->out);
 			ch->off += (uint32_t)used;
-			if (ch->off == ch->len) {
-				buf_release(c->w, ch->bid);
-				c->inhead = (uint8_t)((c->inhead + 1) % CONN_IN_MAX);
-				c->nin--;
-			}
+			if (ch->off == ch->len)
+				conn_pop_input(c);
 		} else {
 			req = pop3_feed(&c->pop3, NULL, 0, &used, &c->out);
 		}
@@ -572,9 +569,12 @@ void pop3_conn_timer(struct conn *c)
 
 void pop3_conn_stop(struct conn *c)
 {
-	/* A file read in flight still completes (CF_READ holds the conn); the
-	 * stream's state goes with the connection. */
-	(void)c;
+	/* The session is over (timeout, drop, shutdown): the lock goes now,
+	 * before the client sees the close, unless a removal job still works
+	 * on the maildrop (then it goes when the connection is freed). A file
+	 * read in flight still completes (CF_READ holds the conn). */
+	if (!(c->flags & CF_JOB))
+		unlock_drop(c->maildrop);
 }
 
 void pop3_conn_free(struct conn *c)

@@ -73,8 +73,15 @@ struct ichunk {
 	uint32_t off;
 	int32_t bid; /* provided buffer id */
 };
-#define CONN_IN_MAX 32      /* queued chunks; must never overflow */
+#define CONN_IN_MAX 32      /* queued chunks in the connection itself */
 #define CONN_IN_HIGH 6      /* at this many, stop receiving (back-pressure) */
+
+/* Chunks past CONN_IN_MAX: a multishot recv may post completions after its
+ * cancel was queued. They hold ring buffers, so the ring bounds them. */
+struct ichunk_node {
+	struct ichunk_node *next;
+	struct ichunk ch;
+};
 
 enum conn_flags {
 	CF_RECV_ARMED = 1 << 0,  /* a multishot recv is outstanding */
@@ -110,6 +117,7 @@ struct conn {
 	int wake_result;
 	struct ipnode *ip;            /* per-IP connection count */
 	struct ichunk in[CONN_IN_MAX];
+	struct ichunk_node *ovf, *ovf_tail; /* overflow, oldest first */
 	struct obuf out;
 	struct tls_conn *tls;         /* NULL on plaintext connections */
 	struct spool *spool;          /* SMTP: the transaction's files */
@@ -195,7 +203,10 @@ struct io_uring_sqe *worker_sqe(struct worker *w);
 void buf_release(struct worker *w, int32_t bid);
 int32_t pbuf_get(struct worker *w); /* a plaintext buffer, or -1 */
 char *buf_addr(struct worker *w, int32_t bid);
-void conn_push_input(struct conn *c, char *p, uint32_t len, int32_t bid);
+/* Queues input; false only when memory ran out (the caller closes). */
+bool conn_push_input(struct conn *c, char *p, uint32_t len, int32_t bid);
+/* The head chunk is consumed: releases its buffer, refills from overflow. */
+void conn_pop_input(struct conn *c);
 void conn_starttls(struct conn *c); /* reply is queued: quiesce, handshake */
 void conn_flush(struct conn *c);
 bool conn_out_alloc(struct conn *c); /* the output buffer, made on demand */

@@ -127,11 +127,8 @@ void smtp_conn_input(struct conn *c)
 		if (c->spool)
 			spool_flush(c->spool);
 		ch->off += (uint32_t)used;
-		if (ch->off == ch->len) {
-			buf_release(c->w, ch->bid);
-			c->inhead = (uint8_t)((c->inhead + 1) % CONN_IN_MAX);
-			c->nin--;
-		}
+		if (ch->off == ch->len)
+			conn_pop_input(c);
 		if (req != SMTP_REQ_NONE)
 			handle(c, req);
 		else if (used == 0)

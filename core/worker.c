@@ -246,14 +246,12 @@ bool conn_out_alloc(struct conn *c)
 	return c->out.p != NULL;
 }
 
+static void drop_input(struct conn *c);
+
 static void conn_free(struct conn *c)
 {
 	struct worker *w = c->w;
-	while (c->nin) {
-		buf_release(w, c->in[c->inhead].bid);
-		c->inhead = (uint8_t)((c->inhead + 1) % CONN_IN_MAX);
-		c->nin--;
-	}
+	drop_input(c);
 	if (svc_is_smtp(c->svc))
 		smtp_conn_free(c);
 	else
@@ -333,20 +331,47 @@ static void proto_input(struct conn *c)
 
 static void handshake_step(struct conn *c);
 
-void conn_push_input(struct conn *c, char *p, uint32_t len, int32_t bid)
+bool conn_push_input(struct conn *c, char *p, uint32_t len, int32_t bid)
 {
-	unsigned slot = (c->inhead + c->nin) % CONN_IN_MAX;
-	c->in[slot] = (struct ichunk){.p = p, .len = len, .off = 0, .bid = bid};
-	c->nin++;
+	struct ichunk ch = {.p = p, .len = len, .off = 0, .bid = bid};
+	if (c->nin < CONN_IN_MAX && !c->ovf) {
+		c->in[(c->inhead + c->nin) % CONN_IN_MAX] = ch;
+		c->nin++;
+		return true;
+	}
+	struct ichunk_node *n = malloc(sizeof *n);
+	if (!n)
+		return false;
+	n->next = NULL;
+	n->ch = ch;
+	if (c->ovf_tail)
+		c->ovf_tail->next = n;
+	else
+		c->ovf = n;
+	c->ovf_tail = n;
+	return true;
+}
+
+void conn_pop_input(struct conn *c)
+{
+	buf_release(c->w, c->in[c->inhead].bid);
+	c->inhead = (uint8_t)((c->inhead + 1) % CONN_IN_MAX);
+	c->nin--;
+	while (c->ovf && c->nin < CONN_IN_MAX) {
+		struct ichunk_node *n = c->ovf;
+		c->ovf = n->next;
+		if (!c->ovf)
+			c->ovf_tail = NULL;
+		c->in[(c->inhead + c->nin) % CONN_IN_MAX] = n->ch;
+		c->nin++;
+		free(n);
+	}
 }
 
 static void drop_input(struct conn *c)
 {
-	while (c->nin) {
-		buf_release(c->w, c->in[c->inhead].bid);
-		c->inhead = (uint8_t)((c->inhead + 1) % CONN_IN_MAX);
-		c->nin--;
-	}
+	while (c->nin)
+		conn_pop_input(c);
 }
 
 /* RFC 3207 4.2 / RFC 2595 4: nothing the client sent before the handshake
@@ -484,17 +509,20 @@ static void on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
 			conn_pump(c);
 			return;
 		}
-		if (c->nin == CONN_IN_MAX || (c->flags & CF_CLOSING)) {
-			/* Cannot happen with the cancel below unless the kernel
-			 * raced far ahead; refuse rather than grow. */
+		if (c->flags & CF_CLOSING) {
 			buf_release(w, bid);
-			if (!(c->flags & CF_CLOSING))
-				conn_close(c);
-			else
-				closing_step(c);
+			closing_step(c);
 			return;
 		}
-		conn_push_input(c, w->bufs + (size_t)bid * RBUF_SIZE, (uint32_t)res, bid);
+		/* Past CONN_IN_HIGH only what the kernel posted before our
+		 * cancel took effect: kept (the ring bounds it), never
+		 * dropped, or a pipelining client would lose its session. */
+		if (!conn_push_input(c, w->bufs + (size_t)bid * RBUF_SIZE, (uint32_t)res, bid)) {
+			buf_release(w, bid);
+			c->out.len = 0;
+			conn_close(c);
+			return;
+		}
 		conn_touch(c);
 		if (c->nin >= CONN_IN_HIGH)
 			recv_cancel(c);
@@ -697,7 +725,12 @@ static void on_krecv(struct worker *w, struct conn *c, int res)
 			if (cm->cmsg_level == SOL_TLS && cm->cmsg_type == 2 /* TLS_GET_RECORD_TYPE */)
 				type = *CMSG_DATA(cm);
 		if (type == 23) {
-			conn_push_input(c, buf_addr(w, bid), (uint32_t)res, bid);
+			if (!conn_push_input(c, buf_addr(w, bid), (uint32_t)res, bid)) {
+				buf_release(w, bid);
+				c->out.len = 0;
+				conn_close(c);
+				return;
+			}
 			conn_touch(c);
 			conn_pump(c);
 			return;

@@ -83,6 +83,7 @@ struct spool {
 	char *hdr;             /* HOLD_MAX */
 	size_t hlen;
 	struct queue_entry qe; /* the relay recipients' envelope */
+	bool qstarted;         /* its commit has begun (or was skipped) */
 	char id[40];
 	_Alignas(16) struct spool_file f[];
 };
@@ -463,6 +464,22 @@ static int qcommit_job(struct pool_job *j)
 }
 
 static void file_done(struct spool *sp);
+static void qcommit_done(struct pool_job *j);
+
+static void queue_commit_start(struct spool *sp, struct spool_file *f)
+{
+	struct pool_job *j = calloc(1, sizeof *j);
+	if (!j) {
+		set_error(sp, -ENOMEM);
+		file_done(sp);
+		return;
+	}
+	j->w = sp->w;
+	j->fn = qcommit_job;
+	j->done = qcommit_done;
+	j->arg = f;
+	pool_submit(j);
+}
 
 static void qcommit_done(struct pool_job *j)
 {
@@ -497,8 +514,21 @@ static int queue_entry_from_tx(struct spool *sp)
 	e->arrival = e->next_try = (int64_t)time(NULL);
 	for (unsigned i = 0; i < smtp_tx_nrcpt(s); i++) {
 		const struct smtp_rcpt *r = smtp_tx_rcpt(s, i);
-		if (r->domain < 0 && queue_add_rcpt(e, r->addr, r->orcpt, r->notify))
+		if (r->domain >= 0 && !(r->notify & SMTP_NOTIFY_SUCCESS))
+			continue;
+		if (queue_add_rcpt(e, r->addr, r->orcpt, r->notify))
 			return -ENOMEM;
+		if (r->domain >= 0) {
+			/* Delivered here (the entry is committed after the
+			 * maildrops): the relay only writes the SUCCESS DSN,
+			 * "Action: delivered" (RFC 3461 5.2.2, SPEC 5). */
+			struct queue_rcpt *q = &e->rcpt[e->nrcpt - 1];
+			q->state = QUEUE_DONE;
+			q->attempts = 1;
+			q->last_try = e->arrival;
+			if (queue_strset(&q->status, "2.0.0"))
+				return -ENOMEM;
+		}
 	}
 	return 0;
 }
@@ -522,6 +552,11 @@ struct spool *spool_open(struct conn *c)
 			relay = true;
 			continue;
 		}
+		/* A SUCCESS notice for a local delivery is written by the relay
+		 * from a queue entry (authenticated senders: their maildrop). */
+		if ((smtp_tx_rcpt(s, i)->notify & SMTP_NOTIFY_SUCCESS) && smtp_auth_domain(s) >= 0 &&
+		    srv->qdirfd >= 0)
+			relay = true;
 		bool seen = false;
 		for (unsigned k = 0; k < nd; k++)
 			seen |= doms[k] == d;
@@ -622,17 +657,13 @@ static void commit_step(struct spool *sp)
 	for (unsigned i = 0; i < sp->nfiles; i++) {
 		struct spool_file *f = &sp->f[i];
 		if (f->dom < 0) {
-			struct pool_job *j = calloc(1, sizeof *j);
-			if (!j) {
-				set_error(sp, -ENOMEM);
-				file_done(sp);
-				continue;
+			/* The queue entry goes last, once the maildrops have the
+			 * message (file_done): a failure there answers 451, and
+			 * nothing may then go out or be reported delivered. */
+			if (sp->nfiles == 1) {
+				sp->qstarted = true;
+				queue_commit_start(sp, f);
 			}
-			j->w = sp->w;
-			j->fn = qcommit_job;
-			j->done = qcommit_done;
-			j->arg = f;
-			pool_submit(j);
 			continue;
 		}
 		if (full) {
@@ -690,7 +721,17 @@ void spool_detach(struct spool *sp)
 
 static void file_done(struct spool *sp)
 {
-	if (--sp->waiting == 0)
+	sp->waiting--;
+	struct spool_file *q = &sp->f[sp->nfiles - 1];
+	if (q->dom < 0 && !sp->qstarted && sp->waiting == 1) {
+		sp->qstarted = true;
+		if (!sp->error) {
+			queue_commit_start(sp, q);
+			return;
+		}
+		sp->waiting--; /* never committed: the discard removes it */
+	}
+	if (sp->waiting == 0)
 		finish_later(sp);
 }
 

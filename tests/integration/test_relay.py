@@ -384,6 +384,30 @@ class Success(RelayTestCase):
         self.assertIn("NOTIFY=SUCCESS", tx.rcpt_params.get(RCPT, ""))
 
 
+    def test_local_delivery_success_notice(self):
+        """SPEC 5: NOTIFY=SUCCESS on a recipient of our own domain gives a
+        DSN with "Action: delivered" (no Remote-MTA: nothing was relayed);
+        without NOTIFY=SUCCESS no DSN and no queue entry."""
+        peer = self.peer()
+        srv = self.server(peer.port)
+        local = "someone@" + DOMAIN1
+        submit(srv, [local], message(subject="no notice"))
+        submit(srv, [local], message(subject="notice please"),
+               rcpt_options=["NOTIFY=SUCCESS,FAILURE"])
+        _, rcpts, per_msg = self.assert_one_dsn(srv)
+        self.assertEqual(len(rcpts), 1)
+        r = rcpts[0]
+        self.assertIn(local, r["Final-Recipient"])
+        self.assertEqual(r["Action"], "delivered")
+        self.assertEqual(r["Status"], "2.0.0")
+        self.assertNotIn("Remote-MTA", r)
+        raw = relayutil.dsn_files(srv)[0][1]
+        self.assertIn(b"notice please", raw)
+        self.assertNotIn(b"no notice", raw)
+        self.wait_queue_empty(srv)
+        self.assertEqual(peer.transactions, [])
+
+
 class Shutdown(RelayTestCase):
     def test_stop_during_slow_attempt(self):
         """SIGTERM while the relay waits on a silent MX: exit 0 promptly,

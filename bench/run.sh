@@ -26,6 +26,10 @@ MPB=$ROOT/build/mailpopbox
 RES=$ROOT/bench/results
 BUDGET=${BENCH_BUDGET:-540}
 ONLY=${BENCH_ONLY:-"harness pinned sweep sizes tls idle pop3 handshake"}
+# A partial run must not overwrite the committed results: it reports into
+# its work directory, which it keeps.
+PARTIAL=0
+[ -n "${BENCH_ONLY:-}" ] && PARTIAL=1
 PB=${BENCH_PORT_BASE:-24000}
 QUICK=${BENCH_QUICK:-0}
 T_START=$(date +%s)
@@ -36,6 +40,10 @@ P_PF=$((PB + 225)) P_DV_POP3=$((PB + 210)) P_DV_POP3S=$((PB + 295)) P_SSERVER=$(
 W=$(mktemp -d /tmp/mpb-bench.XXXXXX)
 chmod 755 "$W"
 J=$W/json L=$W/log
+if [ "$PARTIAL" = 1 ]; then
+	RES=$W/results
+	BENCH_KEEP=1
+fi
 mkdir -p "$J" "$L" "$RES"
 : > "$W/results.tsv"
 
@@ -50,9 +58,22 @@ n_of() { if [ "$QUICK" = 1 ]; then echo $(($1 / 5 > 1 ? $1 / 5 : 1)); else echo 
 
 PIDS=()
 PF_STARTED=0 DV_STARTED=0
+CUR=
+# fg CMD...: run in the background and wait, so that a signal reaches the
+# trap at once instead of after the command (bash defers traps while a
+# foreground child runs); the trap stops CUR.
+fg() {
+	"$@" &
+	CUR=$!
+	wait "$CUR"
+	local rc=$?
+	CUR=
+	return $rc
+}
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
+	[ -n "$CUR" ] && kill -TERM "$CUR" 2>/dev/null
 	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
 	if [ "$PF_STARTED" = 1 ]; then
 		postfix -c "$W/postfix/conf" stop >/dev/null 2>&1
@@ -132,7 +153,7 @@ bench() {
 	fi
 	local pin=()
 	[ -n "${PIN:-}" ] && pin=(taskset -c "$PIN")
-	timeout -k 5 120 "${pin[@]}" "$BENCH" "$@" --label "$name" --json "$J/$name.json" \
+	fg timeout -k 5 120 "${pin[@]}" "$BENCH" "$@" --label "$name" --json "$J/$name.json" \
 		--timeout 100 >"$L/$name.out" 2>&1
 	local rc=$?
 	local r
@@ -366,7 +387,7 @@ if want harness; then
 	best_src=0 best_bench=0
 	for i in 1 2; do
 		t0=$(date +%s.%N)
-		timeout 120 taskset -c 1 smtp-source -d -s 50 -l 1024 -m "$N" "127.0.0.1:$P_SINK" \
+		fg timeout 120 taskset -c 1 smtp-source -d -s 50 -l 1024 -m "$N" "127.0.0.1:$P_SINK" \
 			>"$L/smtp-source-$i.log" 2>&1
 		t1=$(date +%s.%N)
 		r=$(awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", n / (b - a) }')
@@ -564,7 +585,7 @@ stime() { # name port: handshakes per wall-clock second
 	if over_budget; then log "skip $1"; return; fi
 	local t0 t1 r
 	t0=$(date +%s.%N)
-	timeout 30 taskset -c 1 openssl s_time -connect "127.0.0.1:$2" -new -time 4 >"$L/$1.out" 2>&1
+	fg timeout 30 taskset -c 1 openssl s_time -connect "127.0.0.1:$2" -new -time 4 >"$L/$1.out" 2>&1
 	t1=$(date +%s.%N)
 	r=$(awk -v a="$t0" -v b="$t1" '/connections in .* real seconds/ { printf "%.1f", $1 / (b - a); exit }' "$L/$1.out")
 	result "$1" "$r"

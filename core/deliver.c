@@ -62,6 +62,7 @@ struct wbatch {
 	size_t total;
 	size_t copy_used;
 	char *copy;        /* bytes that live nowhere else */
+	char *own;         /* a malloc'd span (trace headers), freed with it */
 	struct iovec iov[STAGE_IOV];
 	_Alignas(16) char copybuf[];
 };
@@ -107,6 +108,7 @@ static struct wbatch *wbatch_new(struct spool *sp, size_t copy_cap)
 	b->total = 0;
 	b->copy_used = 0;
 	b->copy = b->copybuf;
+	b->own = NULL;
 	return b;
 }
 
@@ -115,6 +117,7 @@ static void wbatch_free(struct worker *w, struct wbatch *b)
 	buf_release(w, b->bid);
 	if (b->copy != b->copybuf)
 		free(b->copy);
+	free(b->own);
 	free(b);
 }
 
@@ -309,6 +312,8 @@ void spool_flush(struct spool *sp)
 
 static void spool_free(struct spool *sp)
 {
+	if (sp->stage)
+		wbatch_free(sp->w, sp->stage);
 	sp->w->nspools--;
 	free(sp->hdr);
 	queue_entry_free(&sp->qe);
@@ -386,7 +391,24 @@ static void on_open(struct spool *sp, struct spool_file *f, int res)
 		set_error(sp, res);
 	} else {
 		f->fd = res;
-		if (sp->phase == SP_OPENING && sp->c && !sp->hold) {
+		if (sp->phase == SP_OPENING && sp->c && !sp->hold && sp->nfiles == 1) {
+			/* One file: the trace headers open the stage, so that
+			 * they and the first body spans make one writev (a
+			 * small message costs one write, not two). */
+			char *hdr = NULL;
+			size_t n = trace_for(sp, f, &hdr);
+			struct wbatch *b = n ? wbatch_new(sp, STAGE_COPY) : NULL;
+			if (!b) {
+				free(hdr);
+				set_error(sp, -ENOMEM);
+			} else {
+				b->own = hdr;
+				b->iov[0] = (struct iovec){hdr, n};
+				b->niov = 1;
+				b->total = n;
+				sp->stage = b;
+			}
+		} else if (sp->phase == SP_OPENING && sp->c && !sp->hold) {
 			char *hdr = NULL;
 			size_t n = trace_for(sp, f, &hdr);
 			struct wbatch *b = n ? wbatch_new(sp, 0) : NULL;
@@ -695,7 +717,11 @@ void spool_abort(struct spool *sp)
 {
 	if (!sp)
 		return;
-	stage_submit(sp);
+	if (sp->stage) {
+		/* Nothing of a refused message needs writing. */
+		wbatch_free(sp->w, sp->stage);
+		sp->stage = NULL;
+	}
 	if (sp->c)
 		sp->c->spool = NULL;
 	sp->c = NULL;

@@ -85,6 +85,8 @@ struct spool {
 	size_t hlen;
 	struct queue_entry qe; /* the relay recipients' envelope */
 	bool qstarted;         /* its commit has begun (or was skipped) */
+	bool dotline;          /* a stored line starts with "." */
+	bool mid_line;         /* the text so far does not end in LF */
 	char id[40];
 	_Alignas(16) struct spool_file f[];
 };
@@ -153,6 +155,7 @@ static void stage_submit(struct spool *sp)
 }
 
 static size_t trace_for(struct spool *sp, struct spool_file *f, char **out);
+static void scan_dots(struct spool *sp, const char *p, size_t n);
 
 /* The header block is complete (end > 0), too big to hold (end 0), or the
  * message ended (final): rewrite it (send-as, Date, Message-ID), then write
@@ -221,6 +224,8 @@ static void hold_release(struct spool *sp, size_t end)
 		if (out)
 			memcpy(buf + tn, out, olen);
 		memcpy(buf + tn + (out ? olen : 0), sp->hdr + end, sp->hlen - end);
+		if (i == 0)
+			scan_dots(sp, buf + tn, total - tn);
 		b->file = (int)i;
 		b->copy = buf; /* freed with the batch */
 		b->iov[0] = (struct iovec){buf, total};
@@ -233,6 +238,17 @@ static void hold_release(struct spool *sp, size_t end)
 	free(sp->hdr);
 	sp->hdr = NULL;
 	sp->hlen = 0;
+}
+
+/* Watches what is stored for lines that start with "." (POP3 must stuff
+ * those): a file without any is named plain and RETR sends it as it is. */
+static void scan_dots(struct spool *sp, const char *p, size_t n)
+{
+	if (n == 0)
+		return;
+	if (!sp->dotline && ((!sp->mid_line && p[0] == '.') || memmem(p, n, "\n.", 2)))
+		sp->dotline = true;
+	sp->mid_line = p[n - 1] != '\n';
 }
 
 /* The body callback of struct smtp_io (ctx = the conn). */
@@ -257,6 +273,7 @@ void spool_body(void *ctx, const char *p, size_t n)
 		if (!n || sp->error)
 			return;
 	}
+	scan_dots(sp, p, n);
 	const struct ichunk *ch = sp->cur;
 	bool in_chunk = ch && p >= ch->p && p + n <= ch->p + ch->len;
 	while (n) {
@@ -657,7 +674,7 @@ static void rename_file(struct spool *sp, struct spool_file *f)
 {
 	struct server *srv = sp->w->srv;
 	char final[MAILDIR_NAME_MAX + 32];
-	maildir_final_name(final, sizeof final, f->base, f->off);
+	maildir_final_name(final, sizeof final, f->base, f->off, !sp->dotline && !sp->mid_line);
 	struct io_uring_sqe *sqe = worker_sqe(sp->w);
 	io_uring_prep_renameat(sqe, srv->maildirs[f->dom].tmpfd, f->base, srv->maildirs[f->dom].newfd,
 			       final, 0);

@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@ enum { JOB_AUTH = 1, JOB_OPEN, JOB_UPDATE, JOB_REOPEN };
  * without holding much per connection. */
 #define RETR_OUT_CAP (128 * 1024)
 #define RETR_READ_CAP (32 * 1024)
+#define SPLICE_MIN (64 * 1024)
 
 struct retr {
 	int fd;
@@ -41,6 +43,16 @@ struct retr {
 	bool opening;      /* the openat is in flight */
 	bool reopen;       /* the pool's second look for a moved file */
 	bool top;          /* TOP: through buf and pop3_stuff */
+	/* RETR of a plain file (no line starts with "."; store/maildir.h) on a
+	 * socket the kernel writes (plaintext, kTLS TX): the file goes to the
+	 * socket by splice through a pipe, never through user space. */
+	bool splice;
+	bool want_poll;    /* the socket was full: wait for POLLOUT first */
+	uint8_t nexp, hexp;
+	uint8_t exp[4];    /* completions expected, in order (linked SQEs) */
+	int pipe[2];
+	uint64_t size;     /* the file's size (its S=) */
+	uint64_t inpipe;   /* octets in the pipe, not yet on the socket */
 	uint64_t off;      /* file offset of the next read */
 	uint32_t asked;    /* octets the read in flight asked for */
 	uint32_t len, pos; /* bytes in buf, bytes of them consumed */
@@ -224,8 +236,93 @@ static void retr_end(struct conn *c)
 		return;
 	if (r->fd >= 0)
 		close(r->fd);
+	if (r->splice) {
+		close(r->pipe[0]);
+		close(r->pipe[1]);
+	}
 	free(r);
 	c->retr = NULL;
+}
+
+enum { K_IN, K_OUT, K_POLL };
+#define SPLICE_CHUNK (256 * 1024)
+
+static void splice_sqe(struct conn *c, int kind, int in, int64_t off, int out, unsigned n,
+		       bool link)
+{
+	struct retr *r = c->retr;
+	struct io_uring_sqe *sqe = worker_sqe(c->w);
+	if (kind == K_POLL)
+		io_uring_prep_poll_add(sqe, c->fd, POLLOUT);
+	else
+		io_uring_prep_splice(sqe, in, off, out, -1, n, 0);
+	if (link)
+		sqe->flags |= IOSQE_IO_LINK;
+	io_uring_sqe_set_data64(sqe, op_tag(c, OP_FILE_READ));
+	r->exp[(r->hexp + r->nexp++) % 4] = (uint8_t)kind;
+	c->flags |= CF_READ;
+}
+
+/* One round: what the pipe holds goes out first (after POLLOUT if the
+ * socket was full), else the next chunk of the file goes in and out in one
+ * linked pair. A short splice into the pipe breaks the link; the next
+ * round then drains the pipe. */
+static void splice_step(struct conn *c)
+{
+	struct retr *r = c->retr;
+	if (r->nexp || c->out.len || (c->flags & CF_SEND))
+		return; /* the "+OK" goes first */
+	if (r->inpipe) {
+		unsigned n = r->inpipe > SPLICE_CHUNK ? SPLICE_CHUNK : (unsigned)r->inpipe;
+		if (r->want_poll)
+			splice_sqe(c, K_POLL, -1, 0, -1, 0, true);
+		r->want_poll = false;
+		splice_sqe(c, K_OUT, r->pipe[0], -1, c->fd, n, false);
+		return;
+	}
+	if (r->off < r->size) {
+		uint64_t left = r->size - r->off;
+		unsigned n = left > SPLICE_CHUNK ? SPLICE_CHUNK : (unsigned)left;
+		splice_sqe(c, K_IN, r->fd, (int64_t)r->off, r->pipe[1], n, true);
+		splice_sqe(c, K_OUT, r->pipe[0], -1, c->fd, n, false);
+		return;
+	}
+	obuf_put(&c->out, ".\r\n", 3); /* a plain file ends in CRLF */
+	retr_end(c);
+	complete(c, POP3_REQ_RETR, 0);
+}
+
+/* A completion of the splice chain; false when the connection must go. */
+static bool splice_done(struct conn *c, int kind, int res)
+{
+	struct retr *r = c->retr;
+	switch (kind) {
+	case K_IN:
+		if (res <= 0 && res != -ECANCELED) {
+			/* Shorter than its S= says, or unreadable: the "+OK"
+			 * is out, so the only honest end is the close. */
+			log_warn("retr_failed", "conn=%u error=\"%s\"", c->id,
+				 res == 0 ? "file shorter than its size" : strerror(-res));
+			return false;
+		}
+		if (res > 0) {
+			r->off += (uint64_t)res;
+			r->inpipe += (uint64_t)res;
+		}
+		return true;
+	case K_OUT:
+		if (res > 0) {
+			r->inpipe -= (uint64_t)res;
+			conn_touch(c);
+		} else if (res == -EAGAIN) {
+			r->want_poll = true;
+		} else if (res != -ECANCELED) {
+			return false; /* the client is gone */
+		}
+		return true;
+	default:
+		return true; /* POLLOUT fired (or was cancelled with the link) */
+	}
 }
 
 /* Moves what has been read into the output buffer, asks for more, and
@@ -235,6 +332,10 @@ static void retr_step(struct conn *c)
 	struct retr *r = c->retr;
 	if (!r || r->opening || r->reading)
 		return;
+	if (r->splice) {
+		splice_step(c);
+		return;
+	}
 	if (r->top) {
 		if (r->pos < r->len && !r->st.done)
 			r->pos += (uint32_t)pop3_stuff(&r->st, r->buf + r->pos, r->len - r->pos,
@@ -285,6 +386,20 @@ static void retr_start(struct conn *c)
 	r->off = 0;
 	r->len = r->pos = 0;
 	r->top = lines >= 0;
+	r->splice = r->want_poll = false;
+	r->nexp = r->hexp = 0;
+	r->inpipe = 0;
+	r->size = d->snap.msgs[i].size;
+	/* Splice needs the kernel to write the socket: plaintext or kTLS TX. */
+	/* Small files: a read from the page cache completes inline, cheaper
+	 * than two splices handed to io-wq. */
+	if (!r->top && d->snap.msgs[i].plain && r->size >= SPLICE_MIN && !(c->tls && c->tls->wmem) &&
+	    pipe2(r->pipe, O_CLOEXEC) == 0) {
+		r->splice = true;
+		(void)fcntl(r->pipe[1], F_SETPIPE_SZ, SPLICE_CHUNK);
+	}
+	log_debug("retr", "conn=%u msg=%u size=%llu mode=%s", c->id, i + 1,
+		  (unsigned long long)r->size, r->splice ? "splice" : r->top ? "top" : "stream");
 	pop3_stuff_init(&r->st, lines);
 	c->retr = r;
 	c->parked = POP3_REQ_RETR;
@@ -308,6 +423,32 @@ void pop3_conn_read_done(struct conn *c, int res)
 	struct retr *r = c->retr;
 	if (!r)
 		return;
+	if (r->nexp) {
+		/* The splice chain: completions arrive in submission order. */
+		int kind = r->exp[r->hexp];
+		r->hexp = (uint8_t)((r->hexp + 1) % 4);
+		r->nexp--;
+		if (r->nexp)
+			c->flags |= CF_READ; /* more of the chain to come */
+		if (c->flags & CF_CLOSING) {
+			if (!r->nexp)
+				retr_end(c);
+			return;
+		}
+		if (!splice_done(c, kind, res)) {
+			c->out.len = 0;
+			if (!r->nexp)
+				retr_end(c);
+			c->parked = 0;
+			conn_close(c);
+			return;
+		}
+		if (r->nexp)
+			return;
+		retr_step(c);
+		conn_resume(c);
+		return;
+	}
 	if (c->flags & CF_CLOSING) {
 		/* The connection went while the ring worked for it. */
 		if (r->opening && res >= 0)

@@ -1145,7 +1145,7 @@ static int dsn_store(const struct maildir *md, const struct dsn_report *rep, cha
 	if (rc == 0 && sync && fsync(fd) != 0) rc = -errno;
 	if (close(fd) != 0 && rc == 0) rc = -errno;
 	if (rc == 0) {
-		maildir_final_name(final, fcap, base, size);
+		maildir_final_name(final, fcap, base, size, false);
 		if (renameat(md->tmpfd, base, md->newfd, final) != 0)
 			rc = -errno;
 		else if (sync && fsync(md->newfd) != 0)

@@ -45,6 +45,8 @@ struct pop3_msg {
 	uint64_t size;                 /* exact octets of the stored message */
 	char uid[POP3_UID_MAX + 1];
 	bool deleted;                  /* DELE marks; RSET clears */
+	bool plain;                    /* no line starts with "." and it ends in
+	                                  CRLF: RETR may send the file as is */
 };
 
 struct pop3_domain {

@@ -41,10 +41,28 @@ size_t maildir_unique(char *buf, size_t cap, const struct timespec *now)
 	return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
-size_t maildir_final_name(char *buf, size_t cap, const char *base, uint64_t size)
+size_t maildir_final_name(char *buf, size_t cap, const char *base, uint64_t size, bool plain)
 {
-	int n = snprintf(buf, cap, "%s,S=%llu", base, (unsigned long long)size);
+	int n = snprintf(buf, cap, "%s,S=%llu%s", base, (unsigned long long)size,
+			 plain ? ",D=0" : "");
 	return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
+bool maildir_name_plain(const char *base, size_t blen)
+{
+	/* Maildir++ fields follow the first ','; each is ",KEY=VALUE". */
+	const char *p = memchr(base, ',', blen);
+	const char *end = base + blen;
+	while (p && p < end) {
+		const char *f = p + 1;
+		const char *fe = memchr(f, ',', (size_t)(end - f));
+		if (!fe)
+			fe = end;
+		if (fe - f == 3 && memcmp(f, "D=0", 3) == 0)
+			return true;
+		p = fe;
+	}
+	return false;
 }
 
 static int mkdir_0700(int dfd, const char *name)

@@ -17,6 +17,7 @@
 #ifndef MPB_MAILDIR_H
 #define MPB_MAILDIR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -46,8 +47,12 @@ void maildir_init_names(void);
  * Thread-safe (Q is a process-wide atomic counter). Returns its length. */
 size_t maildir_unique(char *buf, size_t cap, const struct timespec *now);
 
-/* "<base>,S=<size>" into buf; returns its length. */
-size_t maildir_final_name(char *buf, size_t cap, const char *base, uint64_t size);
+/* "<base>,S=<size>" into buf; returns its length. plain: no line of the
+ * file starts with "." and it ends in CRLF, recorded as ",D=0" (a field
+ * Maildir readers ignore) so that POP3 RETR can send the file as it is. */
+size_t maildir_final_name(char *buf, size_t cap, const char *base, uint64_t size, bool plain);
+/* The ",D=0" field in the base of a name (before ":2,"). */
+bool maildir_name_plain(const char *base, size_t blen);
 
 /* The Q counter of the last name made, for short queue ids in replies. */
 #define MAILDIR_NAME_MAX 255

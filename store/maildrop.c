@@ -12,6 +12,7 @@
  * All of this blocks and runs on a pool thread (maildrop.h).
  */
 #include "store/maildrop.h"
+#include "store/maildir.h"
 
 #include <dirent.h>
 #include <ctype.h>
@@ -371,6 +372,7 @@ int maildrop_snapshot(int mdfd, struct maildrop_snap *snap)
 		memcpy(s + 4, e->name, (size_t)e->len + 1);
 		s += 4 + e->len + 1;
 		snap->msgs[i].size = e->size;
+		snap->msgs[i].plain = maildir_name_plain(e->name, e->blen);
 		snap->msgs[i].deleted = false;
 		maildrop_uid(e->name, e->blen, snap->msgs[i].uid);
 	}

@@ -362,6 +362,43 @@ class Large(POP3TestCase):
         self.assertTrue(p.cmd("QUIT").startswith("+OK"))
 
 
+    def test_plain_message_is_spliced_exactly(self):
+        """A stored message with no line that starts with "." (and a final
+        CRLF) is named plain (",D=0") and RETR sends the file as it is
+        (splice, no user-space copy); one with such a line is not, and goes
+        through the stuffer. Both arrive exact, with TLS too."""
+        srv = self.server(tls=True, max_message_size=41943040,
+                          edit=lambda cfg: cfg.update(log_level="debug"))
+        line = b"The quick brown fox jumps over the lazy dog 0123456789 abcdefghijklmnopqrstuv\r\n"
+        tokens = [uuid.uuid4().hex, uuid.uuid4().hex]
+        plain = ("Subject: plain %s\r\n\r\n" % tokens[0]).encode() + line * 40000
+        dotted = ("Subject: dotted %s\r\n\r\n" % tokens[1]).encode() + line * 20000 + b".x\r\n" + line
+        pop3util.deliver_messages(srv, [plain, dotted])
+        got = pop3util.files_by_token(srv, tokens)
+        names = {t: got[t][1] for t in tokens}
+        self.assertTrue(names[tokens[0]].endswith(",D=0"), names)
+        self.assertNotIn(",D=0", names[tokens[1]])
+        for service in ("pop3", "pop3s"):
+            p = self.p3(srv, service, login=True)
+            order = self.listing(p)
+            for n in range(1, len(order) + 1):
+                p.send("RETR %d\r\n" % n)
+                st = p.readline()
+                self.assertTrue(st.startswith("+OK"), st)
+                raw = p.read_multi()
+                data = unstuff(raw)
+                tok = tokens[0] if tokens[0].encode() in data[:4096] else tokens[1]
+                self.assertEqual(data, got[tok][2], "RETR %d over %s" % (n, service))
+            self.assertTrue(p.cmd("QUIT").startswith("+OK"))
+        modes = re.findall(r"event=retr .*size=(\d+) mode=(\w+)", srv.stderr())
+        by_size = {}
+        for size, mode in modes:
+            by_size.setdefault(int(size), set()).add(mode)
+        self.assertEqual(by_size.get(len(got[tokens[0]][2])), {"splice", "stream"},
+                         "plain: splice over plaintext, stream over user-space TLS: %s" % modes)
+        self.assertEqual(by_size.get(len(got[tokens[1]][2])), {"stream"}, modes)
+
+
 # --------------------------------------------------------------------------
 
 

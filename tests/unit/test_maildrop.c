@@ -172,6 +172,26 @@ Test(maildrop, same_second_numbers_compare_as_numbers)
 	maildrop_snap_free(&s);
 }
 
+Test(maildrop, plain_field)
+{
+	/* ",D=0" (store/maildir.h): RETR may send the file as it is. Only that
+	 * exact field counts, in the base name. */
+	put("new/1.a,S=1,D=0", 1);
+	put("new/2.b,S=1", 1);
+	put("new/3.c,D=01,S=1", 1);
+	put("cur/4.d,S=1,D=0:2,S", 1);
+	put("new/5.e.D=0", 1);
+	struct maildrop_snap s;
+	snap(&s);
+	cr_assert_eq(s.n, 5);
+	cr_expect(s.msgs[0].plain);
+	cr_expect_not(s.msgs[1].plain);
+	cr_expect_not(s.msgs[2].plain);
+	cr_expect(s.msgs[3].plain);
+	cr_expect_not(s.msgs[4].plain);
+	maildrop_snap_free(&s);
+}
+
 Test(maildrop, deterministic)
 {
 	for (int i = 0; i < 50; i++) {

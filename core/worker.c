@@ -331,8 +331,23 @@ static void proto_input(struct conn *c)
 
 static void handshake_step(struct conn *c);
 
+/* Small pieces (pipelined commands, one per packet) are appended to the
+ * last chunk's buffer when it has room: a 16 KiB buffer per 20-octet
+ * command would fill the queue and stop receiving for nothing. */
+#define COALESCE_MAX 512
+
 bool conn_push_input(struct conn *c, char *p, uint32_t len, int32_t bid)
 {
+	if (len <= COALESCE_MAX && c->nin && !c->ovf && bid >= 0) {
+		struct ichunk *t = &c->in[(c->inhead + c->nin - 1) % CONN_IN_MAX];
+		char *base = t->bid >= 0 ? buf_addr(c->w, t->bid) : NULL;
+		if (base && t->p >= base && (size_t)(t->p - base) + t->len + len <= RBUF_SIZE) {
+			memcpy(t->p + t->len, p, len);
+			t->len += len;
+			buf_release(c->w, bid);
+			return true;
+		}
+	}
 	struct ichunk ch = {.p = p, .len = len, .off = 0, .bid = bid};
 	if (c->nin < CONN_IN_MAX && !c->ovf) {
 		c->in[(c->inhead + c->nin) % CONN_IN_MAX] = ch;

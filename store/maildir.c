@@ -43,8 +43,9 @@ size_t maildir_unique(char *buf, size_t cap, const struct timespec *now)
 
 size_t maildir_final_name(char *buf, size_t cap, const char *base, uint64_t size, bool plain)
 {
-	int n = snprintf(buf, cap, "%s,S=%llu%s", base, (unsigned long long)size,
-			 plain ? ",D=0" : "");
+	/* SPEC 6: the name ends in ",S=SIZE"; other fields go before it. */
+	int n = snprintf(buf, cap, "%s%s,S=%llu", base, plain ? ",D=0" : "",
+			 (unsigned long long)size);
 	return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 

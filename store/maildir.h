@@ -48,8 +48,9 @@ void maildir_init_names(void);
 size_t maildir_unique(char *buf, size_t cap, const struct timespec *now);
 
 /* "<base>,S=<size>" into buf; returns its length. plain: no line of the
- * file starts with "." and it ends in CRLF, recorded as ",D=0" (a field
- * Maildir readers ignore) so that POP3 RETR can send the file as it is. */
+ * file starts with "." and it ends in CRLF, recorded as "<base>,D=0,S=<size>"
+ * (a field Maildir readers ignore; the name still ends in ",S=SIZE") so that
+ * POP3 RETR can send the file as it is. */
 size_t maildir_final_name(char *buf, size_t cap, const char *base, uint64_t size, bool plain);
 /* The ",D=0" field in the base of a name (before ":2,"). */
 bool maildir_name_plain(const char *base, size_t blen);

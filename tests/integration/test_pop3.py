@@ -376,7 +376,7 @@ class Large(POP3TestCase):
         pop3util.deliver_messages(srv, [plain, dotted])
         got = pop3util.files_by_token(srv, tokens)
         names = {t: got[t][1] for t in tokens}
-        self.assertTrue(names[tokens[0]].endswith(",D=0"), names)
+        self.assertRegex(names[tokens[0]], r",D=0,S=\d+$")
         self.assertNotIn(",D=0", names[tokens[1]])
         for service in ("pop3", "pop3s"):
             p = self.p3(srv, service, login=True)

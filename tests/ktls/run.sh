@@ -186,7 +186,7 @@ for k in 1 2; do
 	# the kTLS socket; big2 is dot-stuffed through user space.
 	plain=""
 	[ "$k" = 1 ] && plain=",D=0"
-	name="100000000$k.M${k}P1.ktls-host,S=$size$plain"
+	name="100000000$k.M${k}P1.ktls-host$plain,S=$size"
 	cp "$DATA/big$k.eml" "$ROOT/maildrop/new/$name"
 	cp "$DATA/big$k.eml" "$ROOT/test/big$k.eml"
 	touch -d "@100000000$k" "$ROOT/maildrop/new/$name"

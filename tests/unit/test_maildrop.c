@@ -176,7 +176,7 @@ Test(maildrop, plain_field)
 {
 	/* ",D=0" (store/maildir.h): RETR may send the file as it is. Only that
 	 * exact field counts, in the base name. */
-	put("new/1.a,S=1,D=0", 1);
+	put("new/1.a,D=0,S=1", 1);
 	put("new/2.b,S=1", 1);
 	put("new/3.c,D=01,S=1", 1);
 	put("cur/4.d,S=1,D=0:2,S", 1);

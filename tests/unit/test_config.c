@@ -363,7 +363,9 @@ Test(config, repository_default_config)
 	cr_expect(c.svc[SVC_POP3].enabled);
 	cr_expect_str_eq(c.svc[SVC_POP3].listen[0].text, "127.0.0.1:1110");
 	cr_expect(c.svc[SVC_POP3].allow_plaintext_auth);
-	cr_expect_not(c.svc[SVC_SUBMISSION].enabled);
+	cr_expect(c.svc[SVC_SUBMISSION].enabled);
+	cr_expect_str_eq(c.svc[SVC_SUBMISSION].listen[0].text, "127.0.0.1:2587");
+	cr_expect_str_eq(c.relay.queue, "var/queue");
 	cr_expect_not(c.svc[SVC_SUBMISSIONS].enabled);
 	cr_expect(c.svc[SVC_POP3S].enabled);
 	cr_expect_str_eq(c.svc[SVC_POP3S].listen[0].text, "127.0.0.1:1995");

@@ -102,6 +102,24 @@ static int probe_io_uring(void)
 	return -1;
 }
 
+/* SO_REUSEPORT lets any process of the same user join a port: a second
+ * mailpopbox started by mistake would silently share the first one's
+ * connections. A bind without it fails on a port someone listens on, so it
+ * goes first, alone, and is closed again (SO_REUSEADDR: TIME_WAIT is fine). */
+static int port_free(struct sockaddr_storage *ss, socklen_t len)
+{
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (ss->ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+	int rc = bind(fd, (struct sockaddr *)ss, len) != 0 ? -errno : 0;
+	close(fd);
+	return rc;
+}
+
 static int bind_one(const struct listen_addr *la, struct sockaddr_storage *ss, socklen_t len)
 {
 	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -157,7 +175,9 @@ static int bind_all(struct server *srv)
 		for (unsigned a = 0; a < sc->nlisten; a++) {
 			struct sockaddr_storage ss = sc->listen[a].ss;
 			for (unsigned w = 0; w < srv->nworkers; w++) {
-				int fd = bind_one(&sc->listen[a], &ss, sc->listen[a].len);
+				int fd = w == 0 && port_of(&ss) != 0 ? port_free(&ss, sc->listen[a].len) : 0;
+				if (fd == 0)
+					fd = bind_one(&sc->listen[a], &ss, sc->listen[a].len);
 				if (fd < 0) {
 					fprintf(stderr, "mailpopbox: cannot listen on %s for %s: %s\n",
 						sc->listen[a].text, svc_names[s], strerror(-fd));

@@ -122,6 +122,19 @@ class CommandLine(unittest.TestCase):
         self.assertEqual(rc, 2, srv.stderr())
         self.assertIn(str(port), srv.stderr())
 
+    def test_second_instance_on_the_same_port_exits_2(self):
+        """SO_REUSEPORT must not let a second mailpopbox (same user) join
+        the first one's port and take half its connections."""
+        first = Server(self)
+        first.start()
+        port = first.port("smtp")
+        second = Server(self)
+        second.config["smtp"]["listen"] = ["127.0.0.1:%d" % port]
+        rc = second.start(expect_fail=True)
+        self.assertEqual(rc, 2, second.stderr())
+        self.assertIn("Address already in use", second.stderr())
+        self.assertTrue(first.running())
+
     def test_maildrop_cannot_be_created_exits_2(self):
         srv = Server(self)
         blocker = os.path.join(srv.tmp, "afile")

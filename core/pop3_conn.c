@@ -28,7 +28,13 @@
 #include "core/tls.h"
 #include "store/maildrop.h"
 
-enum { JOB_AUTH = 1, JOB_OPEN, JOB_UPDATE, JOB_REOPEN };
+enum { JOB_AUTH = 1, JOB_OPEN, JOB_UPDATE, JOB_REOPEN, JOB_UPDATE_PART, JOB_SYNC };
+
+/* QUIT with many deletions: the unlinks go in this many ranges at once
+ * (each unlink frees its inode outside the directory lock, so they overlap
+ * on the pool's threads), then one fsync of the directories. */
+#define UPDATE_PARTS 4
+#define UPDATE_SPLIT_MIN 256
 
 /* Output while streaming a message: sends of this size keep the socket busy
  * without holding much per connection. */
@@ -64,6 +70,8 @@ struct retr {
 struct drop {
 	int dom;
 	int lockfd;
+	unsigned parts;    /* UPDATE ranges still being removed */
+	int part_err;      /* the first failure among them */
 	struct maildrop_snap snap;
 };
 
@@ -165,6 +173,50 @@ static void unlock_drop(struct drop *d)
 	}
 }
 
+static int update_part_job(struct pool_job *j)
+{
+	struct drop *d = j->arg;
+	unsigned lo = (unsigned)(j->pwlen & 0xffffffffu), hi = (unsigned)(j->pwlen >> 32);
+	return maildrop_remove_range(j->w->srv->maildirs[d->dom].dirfd, &d->snap, lo, hi, 1);
+}
+
+static int sync_job(struct pool_job *j)
+{
+	struct drop *d = j->arg;
+	return maildrop_sync(j->w->srv->maildirs[d->dom].dirfd);
+}
+
+/* Many deletions: UPDATE_PARTS ranges with about as many deletions each. */
+static bool update_split(struct conn *c, struct drop *d, unsigned ndel)
+{
+	struct pool_job *jobs[UPDATE_PARTS];
+	unsigned k = 0;
+	for (; k < UPDATE_PARTS; k++)
+		if (!(jobs[k] = job_new(c, JOB_UPDATE_PART, update_part_job)))
+			break;
+	if (k < UPDATE_PARTS) {
+		while (k)
+			pool_job_free(jobs[--k]);
+		return false;
+	}
+	unsigned per = (ndel + UPDATE_PARTS - 1) / UPDATE_PARTS, lo = 0, seen = 0;
+	d->parts = UPDATE_PARTS;
+	d->part_err = 0;
+	for (k = 0; k < UPDATE_PARTS; k++) {
+		unsigned hi = lo;
+		while (hi < d->snap.n && (seen < per * (k + 1) || k == UPDATE_PARTS - 1))
+			seen += d->snap.msgs[hi++].deleted;
+		jobs[k]->arg = d;
+		jobs[k]->pwlen = (size_t)lo | (size_t)hi << 32;
+		lo = hi;
+	}
+	c->flags |= CF_JOB;
+	c->parked = POP3_REQ_UPDATE;
+	for (k = 0; k < UPDATE_PARTS; k++)
+		pool_submit(jobs[k]);
+	return true;
+}
+
 static void update_start(struct conn *c)
 {
 	struct drop *d = c->maildrop;
@@ -176,6 +228,8 @@ static void update_start(struct conn *c)
 		complete(c, POP3_REQ_UPDATE, 0);
 		return;
 	}
+	if (ndel >= UPDATE_SPLIT_MIN && update_split(c, d, ndel))
+		return;
 	struct pool_job *j = job_new(c, JOB_UPDATE, update_job);
 	if (!j) {
 		complete(c, POP3_REQ_UPDATE, -ENOMEM);
@@ -605,6 +659,31 @@ void pop3_conn_job_done(struct conn *c, struct pool_job *j)
 	int kind = j->kind;
 	void *arg = j->arg;
 	pool_job_free(j);
+	if (kind == JOB_UPDATE_PART) {
+		struct drop *d = arg;
+		d->parts--;
+		if (result < 0 && !d->part_err)
+			d->part_err = result;
+		if (d->parts) {
+			c->flags |= CF_JOB; /* the other ranges still hold the conn */
+			return;
+		}
+		if (c->flags & CF_CLOSING)
+			return;
+		if (srv->cfg->sync == SYNC_FULL && !d->part_err) {
+			struct pool_job *sj = job_new(c, JOB_SYNC, sync_job);
+			if (sj) {
+				sj->arg = d;
+				job_submit(c, sj, POP3_REQ_UPDATE);
+				return;
+			}
+			d->part_err = -ENOMEM;
+		}
+		kind = JOB_UPDATE;
+		result = d->part_err;
+	} else if (kind == JOB_SYNC) {
+		kind = JOB_UPDATE;
+	}
 	if (c->flags & CF_CLOSING) {
 		/* The connection went while the job ran: release what the job
 		 * took (a lock held by nobody would lock the owner out). */

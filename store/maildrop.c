@@ -500,11 +500,28 @@ static int remove_moved(int mdfd, struct missing *ms, size_t n)
 
 int maildrop_remove(int mdfd, const struct maildrop_snap *snap, int nosync)
 {
+	return maildrop_remove_range(mdfd, snap, 0, snap->n, nosync);
+}
+
+int maildrop_sync(int mdfd)
+{
+	int first = 0;
+	for (int s = 0; s < 2; s++) {
+		int rc = fsync_dir(mdfd, subdir[s]);
+		if (rc && !first) first = rc;
+	}
+	return first;
+}
+
+int maildrop_remove_range(int mdfd, const struct maildrop_snap *snap, unsigned lo, unsigned hi,
+			  int nosync)
+{
 	int first = 0;
 	int touched = 0; /* bit 0 new/, bit 1 cur/ */
 	struct missing *ms = NULL;
 	size_t nms = 0, cap = 0;
-	for (unsigned i = 0; i < snap->n; i++) {
+	if (hi > snap->n) hi = snap->n;
+	for (unsigned i = lo; i < hi; i++) {
 		if (!snap->msgs[i].deleted) continue;
 		const char *path = snap->paths[i];
 		touched |= path[0] == 'n' ? 1 : 2;

@@ -60,6 +60,13 @@ int maildrop_open(int dirfd, const struct maildrop_snap *snap, unsigned i);
 /* Removes every msgs[i] with deleted set; fsync of the directories unless
  * nosync. 0 or -errno of the first failure (the rest is still attempted). */
 int maildrop_remove(int dirfd, const struct maildrop_snap *snap, int nosync);
+/* The same for messages [lo, hi) only: several ranges may be removed at
+ * once from different threads (an unlink's inode release runs outside the
+ * directory lock, so they overlap), then maildrop_sync makes it durable. */
+int maildrop_remove_range(int dirfd, const struct maildrop_snap *snap, unsigned lo, unsigned hi,
+			  int nosync);
+/* fsync of new/ and cur/. 0 or the first -errno. */
+int maildrop_sync(int dirfd);
 
 /* The UID rule, exposed for tests: base name -> 1..70 chars in 0x21..0x7E.
  * Names that already qualify are used as they are; others become a stable

@@ -515,6 +515,28 @@ Test(maildrop, remove_only_marked)
 	maildrop_snap_free(&s);
 }
 
+Test(maildrop, remove_range_only_touches_its_range)
+{
+	put("new/1.a,S=1", 1);
+	put("new/2.b,S=1", 1);
+	put("new/3.c,S=1", 1);
+	put("new/4.d,S=1", 1);
+	struct maildrop_snap s;
+	snap(&s);
+	cr_assert_eq(s.n, 4);
+	for (unsigned i = 0; i < 4; i++)
+		s.msgs[i].deleted = true;
+	cr_expect_eq(maildrop_remove_range(dfd, &s, 1, 3, 1), 0);
+	cr_expect(exists("new/1.a,S=1"));
+	cr_expect(!exists("new/2.b,S=1"));
+	cr_expect(!exists("new/3.c,S=1"));
+	cr_expect(exists("new/4.d,S=1"));
+	cr_expect_eq(maildrop_remove_range(dfd, &s, 3, 99, 1), 0); /* hi past the end */
+	cr_expect(!exists("new/4.d,S=1"));
+	cr_expect_eq(maildrop_sync(dfd), 0);
+	maildrop_snap_free(&s);
+}
+
 Test(maildrop, remove_tolerates_vanished_and_follows_moves)
 {
 	put("new/1.a,S=1", 1);

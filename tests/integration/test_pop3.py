@@ -575,6 +575,25 @@ class Deletion(POP3TestCase):
         self.assertTrue(q.cmd("QUIT").startswith("+OK"))
         self.assertEqual(self.drop_files(srv), [], "everything deleted")
 
+    def test_quit_removes_hundreds_in_parallel_ranges(self):
+        """Many deletions (QUIT removes them in ranges on several threads):
+        every marked file goes, every unmarked one stays, +OK only after."""
+        srv = self.server(tls=False)
+        tokens = pop3util.deliver(srv, 400)
+        p = self.p3(srv, login=True)
+        self.assertEqual(p.stat()[0], 400)
+        keep = {7, 200, 399}
+        p.send("".join("DELE %d\r\n" % n for n in range(1, 401) if n not in keep))
+        for _ in range(400 - len(keep)):
+            self.assertTrue(p.readline().startswith("+OK"))
+        self.assertTrue(p.cmd("QUIT").startswith("+OK"))
+        left = srv.new_files()
+        self.assertEqual(len(left), len(keep), "exactly the unmarked messages stay")
+        q = self.p3(srv, login=True)
+        self.assertEqual(q.stat()[0], len(keep))
+        self.assertTrue(q.cmd("QUIT").startswith("+OK"))
+        self.assertEqual(len(tokens), 400)
+
     def test_dele_then_abrupt_disconnect_keeps_mail(self):
         srv = self.server(tls=False)
         pop3util.deliver(srv, 3)

@@ -260,6 +260,63 @@ class Shutdown(unittest.TestCase):
 
 
 class Startup(unittest.TestCase):
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to drop privileges")
+    def test_user_binds_privileged_port_reads_key_then_drops(self):
+        """SPEC 3 `user`: ports below 1024 are bound and keys read as root,
+        then the process runs as the user; mail still flows (the maildrop
+        belongs to that user), TLS still works with the key read before."""
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+        port = None
+        for cand in range(700, 1000):
+            t = socket.socket()
+            try:
+                t.bind(("127.0.0.1", cand))
+                port = cand
+                break
+            except OSError:
+                continue
+            finally:
+                t.close()
+        self.assertIsNotNone(port, "no free privileged port")
+        srv = Server(self, domains=1)
+        srv.config["user"] = "nobody"
+        srv.config["smtp"]["listen"] = ["127.0.0.1:%d" % port]
+        srv.config["pop3s"] = {"listen": ["127.0.0.1:0"]}
+        md = srv.maildrop(DOMAIN1)
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(md, sub), mode=0o700)
+        for d in (md, os.path.join(md, "tmp"), os.path.join(md, "new"), os.path.join(md, "cur")):
+            os.chown(d, nobody.pw_uid, nobody.pw_gid)
+        # nobody must reach the maildrop through the temp directories
+        d = os.path.dirname(md)
+        while d and d != "/":
+            os.chmod(d, os.stat(d).st_mode | 0o011)
+            d = os.path.dirname(d)
+        srv.start()
+        srv.wait_log(r"event=privileges_dropped user=nobody")
+        with open("/proc/%d/status" % srv.proc.pid) as f:
+            uids = [l for l in f if l.startswith("Uid:")][0].split()[1:]
+        self.assertEqual(set(uids), {str(nobody.pw_uid)}, "every uid is nobody's")
+        self.assertEqual(srv.port("smtp"), port)
+        token = uuid.uuid4().hex
+        import smtplib
+        c = smtplib.SMTP("127.0.0.1", port, timeout=30)
+        c.sendmail("a@example.org", ["x@" + DOMAIN1], "Subject: %s\r\n\r\nhi\r\n" % token)
+        c.quit()
+        files = srv.wait_new(DOMAIN1, 1)
+        self.assertTrue(any(token.encode() in data for _, data in files))
+        import poplib
+        import ssl
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        p = poplib.POP3_SSL("127.0.0.1", srv.port("pop3s"), context=ctx, timeout=30)
+        p.user("mailbox@" + DOMAIN1)
+        p.pass_(harness.PASSWORDS[DOMAIN1])
+        self.assertEqual(p.stat()[0], 1)
+        p.quit()
+
     def test_old_tmp_files_removed_fresh_kept(self):
         srv = Server(self)
         md = srv.maildrop(DOMAIN1)

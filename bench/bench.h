@@ -47,7 +47,7 @@ enum metric {
 	M_EHLO,	   /* EHLO until its last 250 line */
 	M_TX,	   /* SMTP: MAIL FROM until the reply to the end of data */
 	M_SESSION, /* connect until the server's goodbye */
-	M_LOGIN,   /* POP3 USER+PASS */
+	M_LOGIN,   /* POP3 USER+PASS; SMTP AUTH PLAIN */
 	M_STAT,
 	M_LIST,
 	M_UIDL,
@@ -111,6 +111,7 @@ struct opts {
 	const char *from;
 	const char *user; /* POP3; "%d" becomes the session number */
 	const char *pass;
+	const char *auth_plain; /* SMTP: base64 of "\0USER\0PASS" (--auth), or NULL */
 	const char *sni;
 	const char *verify_dir; /* Maildir to check after an SMTP run */
 	double verify_wait;	/* seconds to wait for asynchronous deliveries */
@@ -191,6 +192,7 @@ struct conn {
 	bool connecting;
 	bool greeted;
 	bool clean;
+	bool authed; /* SMTP: AUTH PLAIN accepted on this connection */
 
 	/* TLS: memory BIOs; the socket carries ciphertext only. */
 	SSL *ssl;

@@ -372,7 +372,7 @@ static void conn_open(struct conn *c)
 	int one = 1;
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	c->closing = c->want_close = c->recv_armed = c->send_armed = false;
-	c->greeted = c->clean = false;
+	c->greeted = c->clean = c->authed = false;
 	c->tls_hs = false;
 	c->in_len = 0;
 	c->tx_len = c->tx_off = 0;

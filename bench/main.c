@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <getopt.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,8 @@ static void usage(FILE *f)
 	      "      --from ADDR          envelope sender\n"
 	      "  -u, --user U             pop3 user; %d becomes the session number\n"
 	      "  -w, --pass P             pop3 password\n"
+	      "      --auth USER:PASS     smtp: AUTH PLAIN after EHLO (after STARTTLS\n"
+	      "                           with -S), before the first MAIL\n"
 	      "      --sni NAME           TLS server name (the domain)\n"
 	      "      --window K           pop3: RETR(+DELE) in flight when pipelining (8)\n"
 	      "      --no-dele            pop3: leave the messages\n"
@@ -234,7 +237,8 @@ int main(int argc, char **argv)
 		O_CWIN,
 		O_TIMEOUT,
 		O_LABEL,
-		O_JSON
+		O_JSON,
+		O_AUTH
 	};
 	static const struct option lo[] = {
 	    {"host", 1, 0, 'H'},
@@ -270,6 +274,7 @@ int main(int argc, char **argv)
 	    {"timeout", 1, 0, O_TIMEOUT},
 	    {"label", 1, 0, O_LABEL},
 	    {"json", 1, 0, O_JSON},
+	    {"auth", 1, 0, O_AUTH},
 	    {0, 0, 0, 0},
 	};
 	if (argc < 2) {
@@ -342,6 +347,27 @@ int main(int argc, char **argv)
 		case O_TIMEOUT: opt.timeout = atof(optarg); break;
 		case O_LABEL: opt.label = optarg; break;
 		case O_JSON: opt.json = optarg; break;
+		case O_AUTH: {
+			/* RFC 4616: [authzid] NUL authcid NUL passwd, base64 */
+			const char *colon = strchr(optarg, ':');
+			if (!colon || colon == optarg) {
+				fprintf(stderr, "bench: --auth takes USER:PASS\n");
+				return 2;
+			}
+			size_t ul = (size_t)(colon - optarg), pl = strlen(colon + 1);
+			size_t rl = ul + pl + 2;
+			unsigned char *raw = malloc(rl);
+			char *b64 = malloc(4 * ((rl + 2) / 3) + 1);
+			if (!raw || !b64) abort();
+			raw[0] = 0;
+			memcpy(raw + 1, optarg, ul);
+			raw[1 + ul] = 0;
+			memcpy(raw + 2 + ul, colon + 1, pl);
+			EVP_EncodeBlock((unsigned char *)b64, raw, (int)rl);
+			free(raw);
+			opt.auth_plain = b64;
+			break;
+		}
 		default: usage(stderr); return 2;
 		}
 	}

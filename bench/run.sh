@@ -13,7 +13,7 @@
 # Bounded: every run has a timeout, and once the budget (BENCH_BUDGET
 # seconds, default 540) is spent the remaining runs are skipped and say so.
 #
-# Environment: BENCH_ONLY="harness pinned sweep sizes tls idle pop3 handshake"
+# Environment: BENCH_ONLY="harness pinned sweep sizes tls relay idle pop3 handshake"
 #   (a subset, for development), BENCH_PORT_BASE (24000), BENCH_KEEP=1 keeps
 #   the work directory, BENCH_QUICK=1 divides message counts by 5.
 set -u
@@ -25,7 +25,7 @@ BENCH=$ROOT/build/mailpopbox-bench
 MPB=$ROOT/build/mailpopbox
 RES=$ROOT/bench/results
 BUDGET=${BENCH_BUDGET:-540}
-ONLY=${BENCH_ONLY:-"harness pinned sweep sizes tls idle pop3 handshake"}
+ONLY=${BENCH_ONLY:-"harness pinned sweep sizes tls relay idle pop3 handshake"}
 # A partial run must not overwrite the committed results: it reports into
 # its work directory, which it keeps.
 PARTIAL=0
@@ -36,6 +36,7 @@ T_START=$(date +%s)
 
 P_SINK=$((PB + 25)) P_MPB_SMTP=$((PB + 125)) P_MPB_POP3=$((PB + 110)) P_MPB_POP3S=$((PB + 195))
 P_PF=$((PB + 225)) P_DV_POP3=$((PB + 210)) P_DV_POP3S=$((PB + 295)) P_SSERVER=$((PB + 443))
+P_MPB_SUB=$((PB + 587))
 
 W=$(mktemp -d /tmp/mpb-bench.XXXXXX)
 chmod 755 "$W"
@@ -238,7 +239,8 @@ sink_stop() { [ -n "$SINK_PID" ] && stop_pid "$SINK_PID"; SINK_PID=; }
 # ---- Postfix: a private instance, virtual(8) into one catch-all Maildir ----
 
 PF=$W/postfix
-pf_start() {
+pf_start() { # [relay]: also relay everything else to smtp-sink (section 4b)
+	local mode=${1:-}
 	mkdir -p "$PF/conf" "$PF/queue" "$PF/data" "$PF/mail"
 	chown postfix "$PF/data"
 	chown nobody:nogroup "$PF/mail"
@@ -279,6 +281,15 @@ maillog_file = $PF/maillog
 maillog_file_prefixes = $PF
 alternate_config_directories = $PF/conf
 EOF
+	if [ "$mode" = relay ]; then
+		# Everything outside example.test goes to the sink, in plaintext
+		# (smtp-sink offers no TLS); the rest of the defaults stay
+		# (relay concurrency 20, connection cache on demand).
+		cat >>"$PF/conf/main.cf" <<EOF
+relayhost = [127.0.0.1]:$P_SINK
+smtp_tls_security_level = none
+EOF
+	fi
 	postconf -c "$PF/conf" -F '*/*/chroot = n' 2>/dev/null
 	postfix -c "$PF/conf" check >"$L/postfix-check.log" 2>&1
 	# postfix(1) reports only to syslog or a terminal: give it a terminal.
@@ -494,6 +505,102 @@ if want sweep || want sizes || want tls; then
 		fi
 		pf_stop
 	fi
+fi
+
+# ============================================================================
+# 4b. Relay: submission (STARTTLS, 50 sessions, 1 KiB, durable queue) through
+#     the server to smtp-sink, end to end: from the first connection until
+#     the sink has counted every message and the queue is empty. mailpopbox:
+#     [submission] with AUTH PLAIN after STARTTLS, [relay] smarthost to the
+#     sink. Postfix: the same STARTTLS submission without AUTH (relay allowed
+#     from mynetworks), relayhost = the sink. Both fsync their queue files.
+# ============================================================================
+relay_sink_start() { # name: smtp-sink with running counters (-c) on stdout
+	SINK_PID=$(start_bg "sink-$1" smtp-sink -c -u postfix "127.0.0.1:$P_SINK" 4096)
+	wait_port "$P_SINK"
+}
+sink_msgs() { # name: messages the sink has counted so far
+	tr '\r' '\n' <"$L/sink-$1.stdout" 2>/dev/null | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1
+}
+mpb_queue_left() { find "$W/relay/queue" -maxdepth 1 -name '*.env' 2>/dev/null | wc -l; }
+pf_queue_left() {
+	find "$PF/queue/maildrop" "$PF/queue/incoming" "$PF/queue/active" "$PF/queue/deferred" \
+		"$PF/queue/hold" -type f 2>/dev/null | wc -l
+}
+# relay_run NAME PORT QUEUE_LEFT_FN [bench args...]: one end-to-end run;
+# results relay.NAME.e2e (msgs/s), relay.NAME.drain (s after the last 250),
+# relay.NAME.sink (messages the sink counted), relay.NAME.left (queue files)
+relay_run() {
+	local name=$1 port=$2 left_fn=$3 n t0 t1 t_sub got=0 left=1 i
+	shift 3
+	n=$(n_of 4000)
+	t0=$(date +%s.%N)
+	bench "$name" smtp -p "$port" -c 50 -n "$n" -s 1024 -S -d relay.test --sni example.test \
+		--from mailbox@example.test "$@"
+	t_sub=$(date +%s.%N)
+	[ -f "$J/$name.json" ] || return 1
+	# wait for what was accepted (all of it, unless the run failed)
+	n=$(jget "$J/$name.json" msgs)
+	n=${n:-0}
+	for i in $(seq 1200); do # up to 120 s for the queue to drain
+		got=$(sink_msgs "$name")
+		left=$($left_fn)
+		[ "${got:-0}" -ge "$n" ] && [ "$left" = 0 ] && break
+		sleep 0.1
+	done
+	t1=$(date +%s.%N)
+	result "relay.$name.n" "$n"
+	result "relay.$name.sink" "${got:-0}"
+	result "relay.$name.left" "$left"
+	if [ "${got:-0}" -ge "$n" ] && [ "$left" = 0 ]; then
+		result "relay.$name.e2e" "$(awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", n / (b - a) }')"
+		result "relay.$name.drain" "$(awk -v a="$t_sub" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
+	fi
+	log "$name: end to end $(rget "relay.$name.e2e") msgs/s; sink counted ${got:-0} of $n, $left left in the queue"
+}
+if want relay && ! over_budget; then
+	relay_sink_start relay-mpb
+	mkdir -p "$W/relay"
+	# smarthost by name: c-ares sends even an IP literal to the resolver
+	# (see PERFORMANCE.md); "localhost" is answered from /etc/hosts.
+	cat >"$W/relay/mailpopbox.toml" <<EOF
+hostname = "bench.localhost"
+workers = 0
+log_level = "info"
+[submission]
+listen = ["127.0.0.1:$P_MPB_SUB"]
+max_connections = 20000
+max_connections_per_ip = 20000
+[storage]
+sync = "full"
+[relay]
+queue = "$W/relay/queue"
+smarthost = "localhost:$P_SINK"
+tls = "none"
+retry = ["1s"]
+[[domain]]
+name = "example.test"
+password = "bench-password"
+maildrop = "$W/relay/md"
+tls_cert = "$W/cert.pem"
+tls_key = "$W/key.pem"
+EOF
+	MPB_PID=$(start_bg relay "$MPB" "$W/relay/mailpopbox.toml")
+	if wait_port "$P_MPB_SUB"; then
+		relay_run relay-mpb "$P_MPB_SUB" mpb_queue_left --auth mailbox@example.test:bench-password
+		result relay.relay-mpb.done "$(grep -c 'event=relay_done' "$L/relay.stderr")"
+		result relay.relay-mpb.deferred "$(grep -c 'event=relay_deferred' "$L/relay.stderr")"
+	else
+		cat "$L/relay.stderr" >&2
+	fi
+	mpb_stop relay
+	sink_stop
+	relay_sink_start relay-postfix
+	if pf_start relay; then
+		relay_run relay-postfix "$P_PF" pf_queue_left
+		pf_stop
+	fi
+	sink_stop
 fi
 
 # ============================================================================
@@ -774,6 +881,26 @@ GP
 			echo "| $t | $(num "$(jget "$(jf $t)" msgs_per_s)") | $(lat "$(jf $t)" tls p50_ms) | $(lat "$(jf $t)" tls p99_ms) | $(lat "$(jf $t)" session p50_ms) |"
 		done
 		echo
+		echo "## Relay: submission through the server to smtp-sink (50 sessions, 1 KiB)"
+		echo
+		echo "STARTTLS submission, pipelining, sessions reused, $(rget relay.relay-mpb.n) messages to"
+		echo "rcpt0@relay.test each, relayed to one smtp-sink (plaintext); durable queueing on"
+		echo "both (mailpopbox: file, state file and directory fsynced before 250; Postfix: its"
+		echo "queue file fsynced by cleanup(8)). mailpopbox logs in with AUTH PLAIN after"
+		echo "STARTTLS; Postfix (no SASL configured) relays for mynetworks without AUTH."
+		echo "*End to end* = messages / time from the first connection until the sink had"
+		echo "counted every message and the server's queue was empty; *drain* = that end"
+		echo "minus the last 250."
+		echo
+		echo "| server | submission msgs/s (250 after queueing) | end to end msgs/s | drain s | sink counted | txn p50 ms | p99 ms |"
+		echo "|---|---:|---:|---:|---:|---:|---:|"
+		for t in relay-mpb relay-postfix; do
+			[ -f "$(jf $t)" ] || continue
+			echo "| $t | $(num "$(jget "$(jf $t)" msgs_per_s)") | $(num "$(rget "relay.$t.e2e")") | $(num "$(rget "relay.$t.drain")" 2) | $(rget "relay.$t.sink") / $(rget "relay.$t.n") | $(lat "$(jf $t)" transaction p50_ms) | $(lat "$(jf $t)" transaction p99_ms) |"
+		done
+		echo
+		echo "mailpopbox log: $(rget relay.relay-mpb.done) relay_done, $(rget relay.relay-mpb.deferred) relay_deferred."
+		echo
 		echo "## Memory"
 		echo
 		echo "Idle sessions (SMTP after EHLO, POP3 after the greeting) held open; the cost"
@@ -834,11 +961,14 @@ GP
 		t_hs=$(ratio "$(rget hs-mpb-pop3s)" "$(rget hs-s_server)")
 		t_tls=$(ratio "$(jget "$(jf pop3-mpb-1m-retr-tls)" mb_per_s)" "$(jget "$(jf pop3-dovecot-1m-retr-tls)" mb_per_s)")
 		t_idle=$(jget "$(jf idle-mpb-smtp)" bytes_per_conn)
+		local t_relay
+		t_relay=$(ratio "$(rget relay.relay-mpb.e2e)" "$(rget relay.relay-postfix.e2e)")
 		echo "| target | measured | |"
 		echo "|---|---:|---|"
 		echo "| harness ≥ 0.9 × smtp-source against smtp-sink (not the bottleneck) | $hr | $(ok_mark "$hr" 0.9 ge) |"
 		echo "| sync=none, 1 worker pinned ≥ 0.8 × smtp-sink (no pipelining) | $t_sink | $(ok_mark "$t_sink" 0.8 ge) |"
 		echo "| sync=full, all workers ≥ 10 × Postfix→Maildir (50 sessions, 1 KiB) | $t_pf | $(ok_mark "$t_pf" 10 ge) |"
+		echo "| relay: submission → relay → smtp-sink ≥ 5 × Postfix (50 sessions, 1 KiB, end to end) | $t_relay | $(ok_mark "$t_relay" 5 ge) |"
 		echo "| peak memory under load < 64 MiB | ${t_mem:-–} MiB | $(ok_mark "$t_mem" 64 le) |"
 		echo "| POP3 10,000 × 4 KiB RETR+DELE+QUIT ≥ 2 × Dovecot | $t_p4 | $(ok_mark "$t_p4" 2 ge) |"
 		echo "| POP3 200 × 1 MiB RETR+DELE+QUIT ≥ 2 × Dovecot | $t_p1 | $(ok_mark "$t_p1" 2 ge) |"

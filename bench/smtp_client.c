@@ -1,6 +1,7 @@
 /*
  * The SMTP client machine: greeting, EHLO, optional STARTTLS (RFC 3207),
- * then transactions until the run's message count is used up, then QUIT.
+ * optional AUTH PLAIN (RFC 4954, --auth), then transactions until the
+ * run's message count is used up, then QUIT.
  *
  * With pipelining (RFC 2920 3.1) MAIL, every RCPT and DATA go in one
  * write and the replies are matched in order; without it each command
@@ -14,7 +15,18 @@
 
 #include "bench/bench.h"
 
-enum kind { R_GREET = 1, R_EHLO, R_STARTTLS, R_MAIL, R_RCPT, R_DATA, R_DOT, R_QUIT, R_RSET };
+enum kind {
+	R_GREET = 1,
+	R_EHLO,
+	R_STARTTLS,
+	R_AUTH,
+	R_MAIL,
+	R_RCPT,
+	R_DATA,
+	R_DOT,
+	R_QUIT,
+	R_RSET
+};
 
 static void send_ehlo(struct conn *c)
 {
@@ -123,6 +135,23 @@ static void on_reply(struct conn *c, int code, const char *line, size_t len)
 			pend_push(c, R_STARTTLS, 0);
 			return;
 		}
+		if (opt.auth_plain && !c->authed) {
+			/* RFC 4954 with the initial response: one round trip */
+			conn_sendf(c, "AUTH PLAIN %s\r\n", opt.auth_plain);
+			pend_push(c, R_AUTH, 0);
+			return;
+		}
+		start_tx(c);
+		return;
+	case R_AUTH:
+		if (code != 235) {
+			conn_err(c, E_PROTO);
+			tx_failed(c, code, line, len);
+			send_quit(c);
+			return;
+		}
+		c->authed = true;
+		hist_add(&st->h[M_LOGIN], t - cur.t0);
 		start_tx(c);
 		return;
 	case R_STARTTLS:

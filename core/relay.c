@@ -567,6 +567,30 @@ static int dns_mx(ares_channel ch, const char *domain, struct dns_mx *q)
 static int dns_addr(ares_channel ch, const char *host, struct dns_addr *q)
 {
 	memset(q, 0, sizeof *q);
+	/* An address literal (a smarthost "127.0.0.1:2525", "[::1]:25") is
+	 * not a name: c-ares 1.18 would still ask the resolver about it. */
+	char lit[INET6_ADDRSTRLEN + 2];
+	size_t hl = strlen(host);
+	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']' && hl - 2 < sizeof lit) {
+		memcpy(lit, host + 1, hl - 2);
+		lit[hl - 2] = '\0';
+		host = lit;
+	}
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&q->ss[0];
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&q->ss[0];
+	if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		q->len[0] = sizeof *s4;
+	} else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		q->len[0] = sizeof *s6;
+	}
+	if (q->len[0]) {
+		q->n = 1;
+		q->status = ARES_SUCCESS;
+		q->done = true;
+		return 0;
+	}
 	struct ares_addrinfo_hints h = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
 	ares_getaddrinfo(ch, host, NULL, &h, addr_done, q);
 	return dns_run(ch, &q->done);
@@ -1306,6 +1330,13 @@ static int attempt(struct rentry *re)
 		goto out;
 	}
 	unsigned ngroups = queue_group_by_domain(e, group);
+	if (R.rc->smarthost && ngroups > 1) {
+		/* Everything goes to one host: one transaction carries all. */
+		for (unsigned i = 0; i < e->nrcpt; i++)
+			if (group[i] != QUEUE_NO_GROUP)
+				group[i] = 0;
+		ngroups = 1;
+	}
 	if (ngroups) {
 		msgfd = queue_open_msg(R.qdirfd, e->id);
 		if (msgfd < 0) {

@@ -429,3 +429,145 @@ class Shutdown(RelayTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+# --------------------------------------------------------------------------
+# Postfix's smtp-sink as the remote MX: a real, independent SMTP server.
+
+
+SMTP_SINK = "/usr/sbin/smtp-sink"
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Sink:
+    """smtp-sink on a loopback port, dumping each transaction to a file in
+    dir (its -d option); `reject` holds -f (5xx) / -r (4xx) arguments."""
+
+    def __init__(self, test, port=None, args=()):
+        import subprocess
+        import tempfile
+        self.test = test
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="sink-", dir=harness.tmp_root())
+        os.chmod(self.dir, 0o777)
+        self.proc = subprocess.Popen([SMTP_SINK, "-u", "root", "-d", self.dir + "/%M.", *args,
+                                      "127.0.0.1:%d" % self.port, "100"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        test.addCleanup(self.stop)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            import socket
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        test.fail("smtp-sink did not start")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def dumps(self):
+        out = []
+        for n in sorted(os.listdir(self.dir)):
+            with open(os.path.join(self.dir, n), "rb") as f:
+                out.append(f.read())
+        return out
+
+    def wait_dumps(self, n, timeout=20):
+        deadline = time.monotonic() + timeout
+        while len(self.dumps()) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.dumps()
+
+
+@unittest.skipUnless(os.path.exists(SMTP_SINK), "smtp-sink (postfix) is not installed")
+class RealPeer(RelayTestCase):
+    def test_delivered_to_smtp_sink_with_sendas(self):
+        """The message reaches a real SMTP server once, sent as NAME@DOMAIN
+        in both the envelope and the From header, tag gone."""
+        sink = Sink(self)
+        srv = self.server(sink.port)
+        submit(srv, [RCPT], message(subject="[sendas:sales] quarterly"))
+        dumps = sink.wait_dumps(1)
+        self.wait_queue_empty(srv)
+        time.sleep(0.3)
+        self.assertEqual(len(sink.dumps()), 1, "delivered exactly once")
+        d = dumps[0]
+        self.assertRegex(d, rb"(?m)^X-Mail-Args: <sales@example\.test>$")
+        self.assertRegex(d, rb"(?m)^X-Rcpt-Args: <rcpt@relay\.test>$")
+        self.assertRegex(d, rb"(?m)^From: Me <sales@example\.test>\r?$")
+        self.assertRegex(d, rb"(?m)^Subject: quarterly\r?$")
+        self.assertIn(b"hello from the relay test", d)
+        self.assertEqual(relayutil.dsn_files(srv), [])
+
+    def test_hard_reject_gives_dsn(self):
+        """smtp-sink refuses RCPT with 5xx: a DSN in the sender's maildrop
+        with smtp-sink's reply as the diagnostic."""
+        sink = Sink(self, args=("-f", "RCPT"))
+        srv = self.server(sink.port)
+        submit(srv, [RCPT], message(subject="refused please"))
+        _, rcpts, _ = self.assert_one_dsn(srv)
+        self.assertEqual(rcpts[0]["Action"], "failed")
+        self.assertTrue(rcpts[0]["Status"].startswith("5."), rcpts[0])
+        self.assertIn("smtp;", rcpts[0]["Diagnostic-Code"])
+        self.wait_queue_empty(srv)
+        self.assertEqual(sink.dumps(), [])
+
+    def test_soft_reject_then_accept_delivers_once(self):
+        """4xx at RCPT: kept and retried; once the MX accepts, delivered
+        exactly once and no DSN."""
+        sink = Sink(self, args=("-r", "RCPT"))
+        srv = self.server(sink.port)
+        submit(srv, [RCPT], message(subject="try again"))
+        srv.wait_log(r"event=relay_deferred ", timeout=20)
+        self.assertEqual(len(self.queue_entries(srv)), 1)
+        sink.stop()
+        sink2 = Sink(self, port=sink.port)
+        dumps = sink2.wait_dumps(1, timeout=30)
+        self.wait_queue_empty(srv, timeout=30)
+        time.sleep(0.5)
+        self.assertEqual(len(sink2.dumps()), 1)
+        self.assertIn(b"Subject: try again", dumps[0])
+        self.assertEqual(relayutil.dsn_files(srv), [])
+
+    def test_sink_down_kill_restart_delivers_once(self):
+        """The MX is down, the server is killed with -9 with the entry
+        queued, restarted, the MX comes up: delivered exactly once."""
+        port = free_port()
+        srv = self.server(port)
+        submit(srv, [RCPT], message(subject="survive kill"))
+        srv.wait_log(r"event=relay_(deferred|connect_failed) ", timeout=20)
+        srv.kill()
+        self.assertEqual(len(self.queue_entries(srv)), 1, "the entry survives kill -9")
+        srv.start()
+        sink = Sink(self, port=port)
+        dumps = sink.wait_dumps(1, timeout=30)
+        self.wait_queue_empty(srv, timeout=30)
+        time.sleep(0.5)
+        self.assertEqual(len(sink.dumps()), 1)
+        self.assertIn(b"Subject: survive kill", dumps[0])
+
+    def test_smarthost_address_literal_needs_no_dns(self):
+        """relay.smarthost = "127.0.0.1:PORT" is an address, not a name: it
+        is dialled at once even when no resolver answers (c-ares would ask
+        one about "127.0.0.1" and wait for it)."""
+        sink = Sink(self)
+        dead = free_port()   # nothing listens: every DNS query would time out
+        srv = relayutil.relay_server(self, dead, 25, smarthost="127.0.0.1:%d" % sink.port)
+        t0 = time.monotonic()
+        submit(srv, [RCPT, "other@elsewhere.test"], message(subject="literal"))
+        dumps = sink.wait_dumps(1, timeout=20)
+        self.assertEqual(len(dumps), 1, srv.stderr()[-2000:])
+        self.assertLess(time.monotonic() - t0, 2.5, "no DNS wait (c-ares tries 3 s per query)")
+        self.wait_queue_empty(srv)

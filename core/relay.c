@@ -29,6 +29,14 @@
  * queue_update() after each attempt, before any DSN; a DSN is written (and
  * made durable) before the flags that say it went out. A kill -9 therefore
  * never loses a result; at worst a DSN is written twice.
+ *
+ * The exception, for speed: an attempt that leaves every recipient final
+ * with no DSN owed (the common case: relayed at once, nobody asked for a
+ * notification) records nothing and removes the entry with queue_discard(),
+ * without a directory fsync. A crash before those unlinks are durable
+ * brings the entry back as it was and it is sent again: a duplicate, never
+ * a loss (Postfix makes the same trade). Partial results, retries and
+ * anything that owes a DSN still go through queue_update() first.
  */
 #include "core/relay.h"
 
@@ -1312,6 +1320,23 @@ static bool all_final(const struct queue_entry *e)
 	return true;
 }
 
+/* Every recipient is final and no DSN is owed for any of them, now or
+ * later: the entry can go without recording anything (queue_discard). */
+static bool finished_quietly(const struct queue_entry *e)
+{
+	bool null_sender = !e->from || !e->from[0];
+	for (unsigned i = 0; i < e->nrcpt; i++) {
+		const struct queue_rcpt *r = &e->rcpt[i];
+		if (r->state == QUEUE_PENDING) return false;
+		if (r->flags & QUEUE_F_DSN_DONE) continue;
+		enum dsn_action act = r->state == QUEUE_FAILED	   ? DSN_FAILED
+				      : r->flags & QUEUE_F_RELAYED ? DSN_RELAYED
+								   : DSN_DELIVERED;
+		if (!null_sender && dsn_wanted(r->notify, act)) return false;
+	}
+	return true;
+}
+
 static int attempt(struct rentry *re)
 {
 	struct queue_entry *e = &re->e;
@@ -1441,6 +1466,17 @@ static int attempt(struct rentry *re)
 			}
 		}
 		e->next_try = next == QUEUE_EXPIRED ? now : next;
+	}
+	if (finished_quietly(e)) {
+		int drc = queue_discard(R.qdirfd, e->id);
+		if (drc == 0) {
+			log_info("relay_done", "id=%s", e->id);
+			ret = ATTEMPT_REMOVED;
+			goto out;
+		}
+		/* fall back to the durable path, which records the results */
+		log_error("queue_remove_failed", "id=%s reason=%s", e->id,
+			  log_q((char[128]){0}, 128, strerror(-drc)));
 	}
 	int urc = queue_update(R.qdirfd, e);
 	if (urc)

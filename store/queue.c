@@ -640,6 +640,19 @@ int queue_remove(int qdirfd, const char *id)
 	return fsync(qdirfd) != 0 ? -errno : 0;
 }
 
+int queue_discard(int qdirfd, const char *id)
+{
+	char env[QUEUE_ID_MAX + 16], msg[QUEUE_ID_MAX + 16];
+	name_of(env, sizeof env, id, ".env");
+	name_of(msg, sizeof msg, id, ".msg");
+	/* The state file first: without it the entry does not exist, and a
+	 * message file left alone is removed by queue_load(). No directory
+	 * fsync: a lost unlink only means the entry is sent again. */
+	if (unlinkat(qdirfd, env, 0) != 0 && errno != ENOENT) return -errno;
+	if (unlinkat(qdirfd, msg, 0) != 0 && errno != ENOENT) return -errno;
+	return 0;
+}
+
 int queue_open_msg(int qdirfd, const char *id)
 {
 	char msg[QUEUE_ID_MAX + 16];

@@ -16,6 +16,16 @@
  * recorded as done is never sent again after a kill -9. Removal unlinks
  * ID.env first, then ID.msg.
  *
+ * The fast path (queue_discard): an entry whose attempt left every
+ * recipient final with no DSN owed is removed without rewriting its state
+ * file and without a directory fsync. A crash before the unlinks reach the
+ * disk brings the entry back with its old state, and it is sent again: a
+ * duplicate, never a loss (the same trade-off Postfix makes). On a file
+ * system that may reorder the two unlinks across a crash (ext4's journal
+ * keeps them in order), ID.env could survive without ID.msg: queue_load()
+ * then reports the entry as bad (message missing) for the operator; the
+ * message itself was delivered.
+ *
  * The state file is line-based "key value" text, versioned by its first
  * line and closed by "end": a file cut short anywhere is detected. Values
  * are %-escaped (every octet outside 0x21..0x7E, and '%', as %XX), so any
@@ -124,6 +134,11 @@ int queue_update(int qdirfd, const struct queue_entry *e);
 /* Removes the entry (state file first). 0 or -errno; an entry already gone
  * is not an error. */
 int queue_remove(int qdirfd, const char *id);
+/* Removes the entry (state file first) WITHOUT making the removal durable:
+ * for an entry that is finished (every recipient final, no DSN owed), so
+ * that a crash can at worst send it again (see the top of this file).
+ * 0 or -errno; an entry already gone is not an error. */
+int queue_discard(int qdirfd, const char *id);
 /* Opens ID.msg for reading: the fd, or -errno. */
 int queue_open_msg(int qdirfd, const char *id);
 

@@ -529,6 +529,34 @@ Test(queue, parser_survives_garbage)
 	queue_entry_free(&s);
 }
 
+/* queue_discard: the same files go, state file first; an entry already
+ * gone is fine; a crash that kept only the message file (the state file's
+ * unlink reached the disk first) leaves nothing queue_load() would send. */
+Test(queue, discard)
+{
+	struct queue_entry e;
+	sample(&e);
+	cr_assert_eq(queue_create(qfd, &e, MSG, sizeof MSG - 1, 1700000000), 0);
+	cr_assert_eq(queue_discard(qfd, e.id), 0);
+	cr_assert_str_eq(listing(), "");
+	cr_assert_eq(queue_discard(qfd, e.id), 0);
+
+	struct queue_entry f;
+	sample(&f);
+	cr_assert_eq(queue_create(qfd, &f, MSG, sizeof MSG - 1, 1700000000), 0);
+	char env[QUEUE_ID_MAX + 8];
+	snprintf(env, sizeof env, "%s.env", f.id);
+	cr_assert_eq(unlinkat(qfd, env, 0), 0); /* as if the crash came here */
+	struct queue_entry *v;
+	unsigned n;
+	cr_assert_eq(queue_load(qfd, &v, &n), 0);
+	cr_assert_eq(n, 0);
+	cr_assert_str_eq(listing(), "");
+	queue_entries_free(v, n);
+	queue_entry_free(&e);
+	queue_entry_free(&f);
+}
+
 Test(queue, remove)
 {
 	struct queue_entry e;

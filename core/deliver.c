@@ -493,7 +493,7 @@ static void qopen_done(struct pool_job *j)
 }
 
 /* Weak: a build without the relay runner still queues durably. */
-__attribute__((weak)) void relay_kick(void) {}
+__attribute__((weak)) void relay_enqueued(const char *id) { (void)id; }
 
 static int qcommit_job(struct pool_job *j)
 {
@@ -533,7 +533,7 @@ static void qcommit_done(struct pool_job *j)
 		set_error(sp, res);
 	} else {
 		f->renamed = true;
-		relay_kick();
+		relay_enqueued(f->qw.id);
 	}
 	file_done(sp);
 }

@@ -1,6 +1,7 @@
 /*
  * The relay runner (SPEC 5). Reading order: the module state and the
- * scheduler (which entry is due), the directory scan behind relay_kick(),
+ * scheduler (which entry is due), how new entries become known
+ * (relay_enqueued() for one id, the directory scan behind relay_kick()),
  * one attempt for one entry (group by domain, deliver, record, DSN,
  * remove), then the network layer under it: DNS with c-ares, connect, TLS,
  * and the loop that drives proto/smtpc over the socket.
@@ -19,11 +20,11 @@
  * the entry's contents without the lock and hands it back by setting IDLE
  * (or removing it) under the lock. The mutex is never held across a read,
  * a write or a network wait (only a scan's stat of one state file), so
- * relay_kick() can be called from anywhere without waiting on a disk or a
- * network.
+ * relay_enqueued() and relay_kick() can be called from anywhere without
+ * waiting on a disk or a network.
  *
- * The module state is one static struct: relay_kick() takes no argument so
- * that store-level code can call it, and there is one queue per process.
+ * The module state is one static struct (there is one queue per process),
+ * so that store-level code can announce an entry by its id alone.
  *
  * Crash safety: results are applied to the entry and made durable with
  * queue_update() after each attempt, before any DSN; a DSN is written (and
@@ -99,11 +100,17 @@ struct rentry {
 	struct rentry *rnext; /* ready FIFO */
 };
 
+struct newid {
+	struct newid *next;
+	char id[QUEUE_ID_MAX];
+};
+
 static struct relay {
 	pthread_mutex_t lock;
 	pthread_cond_t sched_cv; /* kick, stop, an entry back from a thread */
 	pthread_cond_t work_cv;	 /* the ready FIFO got an entry, stop */
 	bool started, stop, kicked;
+	struct newid *newids; /* relay_enqueued(), newest first */
 	struct server *srv;
 	const struct relay_config *rc;
 	int qdirfd;
@@ -200,7 +207,7 @@ static void log_bad(const struct queue_entry *e)
 }
 
 /* ------------------------------------------------------------------ */
-/* the directory scan behind relay_kick() */
+/* new entries: one id (relay_enqueued) or the directory scan (relay_kick) */
 
 /* Loads ID.env and checks ID.msg, as queue_load() does for one entry, but
  * removes nothing: an enqueue may be writing its *.tmp files right now.
@@ -254,6 +261,37 @@ static bool env_exists(const char *id)
 	return fstatat(R.qdirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
+/* Loads the entry ID and adds it to the list unless it is known already.
+ * Called without the lock. 0 (added), -EEXIST (known, or gone meanwhile),
+ * -ENOMEM, or -errno when its state file cannot be opened. Insertion
+ * re-checks, under the lock, that the id is still unknown and its state
+ * file still there (a delivery thread unlinks the file before it drops
+ * the entry from the list), so a finished entry never comes back. */
+static int add_one(const char *id)
+{
+	pthread_mutex_lock(&R.lock);
+	bool known = list_find(id) >= 0;
+	pthread_mutex_unlock(&R.lock);
+	if (known) return -EEXIST;
+	struct rentry *r = calloc(1, sizeof *r);
+	if (!r) return -ENOMEM;
+	int rc = load_entry(id, &r->e);
+	if (rc != 0) {
+		free(r);
+		return rc;
+	}
+	r->st = r->e.error ? R_BAD : R_IDLE;
+	pthread_mutex_lock(&R.lock);
+	bool ok = list_find(id) < 0 && env_exists(id) && (rc = list_insert(r)) == 0;
+	pthread_mutex_unlock(&R.lock);
+	if (!ok) {
+		entry_free(r);
+		return rc == -ENOMEM ? rc : -EEXIST;
+	}
+	if (r->st == R_BAD) log_bad(&r->e);
+	return 0;
+}
+
 /* Finds *.env files whose id is not in the list and adds them. Called
  * without the lock. An entry removed by a delivery thread while the scan
  * reads is not brought back: insertion re-checks, under the lock, that the
@@ -295,25 +333,34 @@ static void scan(void)
 	closedir(d);
 	unsigned added = 0;
 	for (size_t i = 0; i < nids; i++) {
-		struct rentry *r = calloc(1, sizeof *r);
-		if (!r) break;
-		if (load_entry(ids[i], &r->e) != 0) {
-			free(r);
-			continue;
-		}
-		r->st = r->e.error ? R_BAD : R_IDLE;
-		pthread_mutex_lock(&R.lock);
-		bool ok = list_find(ids[i]) < 0 && env_exists(ids[i]) && list_insert(r) == 0;
-		pthread_mutex_unlock(&R.lock);
-		if (!ok) {
-			entry_free(r);
-			continue;
-		}
-		if (r->st == R_BAD) log_bad(&r->e);
-		added++;
+		int rc = add_one(ids[i]);
+		if (rc == -ENOMEM) break;
+		added += rc == 0;
 	}
 	free(ids);
 	if (added) log_debug("relay_scan", "new=%u", added);
+}
+
+/* The ids that relay_enqueued() announced: each loaded alone, no scan. If
+ * one cannot be loaded for want of memory, a full scan catches it later. */
+static void load_new(struct newid *l)
+{
+	/* newest first on the list: reverse, so entries come in commit order */
+	struct newid *rev = NULL;
+	while (l) {
+		struct newid *nx = l->next;
+		l->next = rev;
+		rev = l;
+		l = nx;
+	}
+	bool oom = false;
+	while (rev) {
+		struct newid *nx = rev->next;
+		if (!oom && add_one(rev->id) == -ENOMEM) oom = true;
+		free(rev);
+		rev = nx;
+	}
+	if (oom) relay_kick();
 }
 
 /* ------------------------------------------------------------------ */
@@ -322,12 +369,22 @@ static void scan(void)
 static void *sched_main(void *arg)
 {
 	(void)arg;
+	int64_t next_scan = now_s() + RELAY_RESCAN_S; /* relay_start() loaded the rest */
 	pthread_mutex_lock(&R.lock);
 	while (!R.stop) {
-		if (R.kicked) {
+		if (R.newids) {
+			struct newid *l = R.newids;
+			R.newids = NULL;
+			pthread_mutex_unlock(&R.lock);
+			load_new(l);
+			pthread_mutex_lock(&R.lock);
+			continue;
+		}
+		if (R.kicked || now_s() >= next_scan) {
 			R.kicked = false;
 			pthread_mutex_unlock(&R.lock);
 			scan();
+			next_scan = now_s() + RELAY_RESCAN_S;
 			pthread_mutex_lock(&R.lock);
 			continue;
 		}
@@ -350,13 +407,10 @@ static void *sched_main(void *arg)
 				next = r->e.next_try;
 			}
 		}
-		if (R.stop || R.kicked) continue;
-		if (next == INT64_MAX) {
-			pthread_cond_wait(&R.sched_cv, &R.lock);
-		} else {
-			struct timespec ts = {.tv_sec = (time_t)next, .tv_nsec = 0};
-			pthread_cond_timedwait(&R.sched_cv, &R.lock, &ts);
-		}
+		if (R.stop || R.kicked || R.newids) continue;
+		if (next > next_scan) next = next_scan; /* the periodic rescan */
+		struct timespec ts = {.tv_sec = (time_t)next, .tv_nsec = 0};
+		pthread_cond_timedwait(&R.sched_cv, &R.lock, &ts);
 	}
 	pthread_mutex_unlock(&R.lock);
 	return NULL;
@@ -395,6 +449,26 @@ static void *worker_main(void *arg)
 	free(thread_xfer);
 	thread_xfer = NULL;
 	return NULL;
+}
+
+void relay_enqueued(const char *id)
+{
+	struct newid *n = malloc(sizeof *n);
+	if (!n || strlen(id) >= sizeof n->id) {
+		free(n);
+		relay_kick(); /* the full scan finds it */
+		return;
+	}
+	memcpy(n->id, id, strlen(id) + 1);
+	pthread_mutex_lock(&R.lock);
+	if (R.started && !R.stop) {
+		n->next = R.newids;
+		R.newids = n;
+		n = NULL;
+		pthread_cond_signal(&R.sched_cv);
+	}
+	pthread_mutex_unlock(&R.lock);
+	free(n);
 }
 
 void relay_kick(void)
@@ -1538,6 +1612,11 @@ static void free_all(void)
 	R.v = NULL;
 	R.n = R.cap = 0;
 	R.ready = R.ready_tail = NULL;
+	while (R.newids) {
+		struct newid *nx = R.newids->next;
+		free(R.newids);
+		R.newids = nx;
+	}
 	SSL_CTX_free(R.tls_verify);
 	SSL_CTX_free(R.tls_any);
 	R.tls_verify = R.tls_any = NULL;

@@ -15,10 +15,14 @@
  *                  queue_load() (which removes crash leftovers) must not
  *                  race a worker's queue_commit(). 0, or -1 with the cause
  *                  on stderr (exit 2).
- *   relay_kick()   a new entry was committed: rescan the directory soon.
- *                  Any thread, any time (before start and after stop it
- *                  does nothing useful and no harm); takes a mutex that is
- *                  only ever held for list operations, never across I/O.
+ *   relay_enqueued(id)  the entry ID was just committed: the scheduler
+ *                  loads that one entry (ID.env) soon, without a directory
+ *                  scan. Any thread, any time (before start and after stop
+ *                  it does nothing useful and no harm); takes a mutex that
+ *                  is only ever held for list operations, never across I/O.
+ *   relay_kick()   rescan the whole directory soon (same rules). The
+ *                  scheduler also rescans every RELAY_RESCAN_S seconds, so
+ *                  an entry that no call announced is not forgotten.
  *   relay_stop()   wakes and joins every thread. An attempt in progress is
  *                  abandoned without touching the entry: it is retried after
  *                  the next start (the state file changes only after results).
@@ -29,8 +33,10 @@
 struct server;
 
 #define RELAY_THREADS 8
+#define RELAY_RESCAN_S 60
 
 int relay_start(struct server *srv);
+void relay_enqueued(const char *id);
 void relay_kick(void);
 void relay_stop(void);
 

@@ -418,6 +418,7 @@ static void *sched_main(void *arg)
 
 enum { ATTEMPT_KEEP, ATTEMPT_REMOVED, ATTEMPT_BAD, ATTEMPT_ABANDONED };
 static int attempt(struct rentry *r);
+static void thread_channel_drop(void);
 /* Per delivery thread: buffers and the machine (about 90 KiB). */
 static __thread struct xfer *thread_xfer;
 
@@ -448,6 +449,7 @@ static void *worker_main(void *arg)
 	pthread_mutex_unlock(&R.lock);
 	free(thread_xfer);
 	thread_xfer = NULL;
+	thread_channel_drop();
 	return NULL;
 }
 
@@ -534,6 +536,55 @@ static int dns_channel(ares_channel *ch)
 		return rc;
 	}
 	return ARES_SUCCESS;
+}
+
+/* One channel per delivery thread, created on first use and kept: a new
+ * channel rereads resolv.conf, nsswitch.conf and hosts and opens new
+ * sockets. It is recreated after a resolver-level error (the servers
+ * unreachable or timing out, a cancelled run) and after CHANNEL_MAX_AGE_S,
+ * so a changed resolv.conf is picked up. */
+#define CHANNEL_MAX_AGE_S 300
+static __thread ares_channel thread_ch;
+static __thread bool thread_ch_ok;
+static __thread int64_t thread_ch_born;
+
+static void thread_channel_drop(void)
+{
+	if (thread_ch_ok) ares_destroy(thread_ch);
+	thread_ch_ok = false;
+}
+
+static int thread_channel(ares_channel *ch)
+{
+	if (thread_ch_ok && now_s() - thread_ch_born >= CHANNEL_MAX_AGE_S) thread_channel_drop();
+	if (!thread_ch_ok) {
+		int rc = dns_channel(&thread_ch);
+		if (rc != ARES_SUCCESS) return rc;
+		thread_ch_ok = true;
+		thread_ch_born = now_s();
+	}
+	*ch = thread_ch;
+	return ARES_SUCCESS;
+}
+
+/* After a lookup: a status that says the resolver (not the name) failed
+ * retires the channel. */
+static void thread_channel_check(int status)
+{
+	switch (status) {
+	case ARES_ECONNREFUSED:
+	case ARES_ETIMEOUT:
+	case ARES_ESERVFAIL:
+	case ARES_EBADRESP:
+	case ARES_ECANCELLED:
+	case ARES_EDESTRUCTION:
+	case ARES_ENOMEM:
+	case -ECANCELED:
+		thread_channel_drop();
+		break;
+	default:
+		if (status < 0) thread_channel_drop(); /* dns_run's -errno */
+	}
 }
 
 /* Runs the channel until *done or the relay stops (then -ECANCELED). */
@@ -1040,7 +1091,7 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 	uint16_t port = rc->port;
 	bool implicit = false;
 	ares_channel ch;
-	int st = dns_channel(&ch);
+	int st = thread_channel(&ch);
 	if (st != ARES_SUCCESS) {
 		decide_local(m, SMTPC_TEMP, "4.4.3", "resolver setup failed: %s",
 			     ares_strerror(st));
@@ -1052,7 +1103,9 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 		nhosts = 1;
 	} else {
 		struct dns_mx q;
-		if ((ret = dns_mx(ch, domain, &q)) != 0) goto out;
+		ret = dns_mx(ch, domain, &q);
+		thread_channel_check(ret ? ret : q.status);
+		if (ret) goto out;
 		if (q.null_mx) {
 			decide_local(m, SMTPC_PERM, "5.1.10",
 				     "domain %s accepts no mail (null MX, RFC 7505)", domain);
@@ -1088,7 +1141,17 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 	char last_err[SMTPC_DIAG_MAX] = "";
 	for (unsigned h = 0; h < nhosts && tried < MAX_ADDRS && !decided; h++) {
 		struct dns_addr a;
-		if ((ret = dns_addr(ch, hosts[h].name, &a)) != 0) goto out;
+		if (!thread_ch_ok) { /* the last lookup retired it */
+			int cs = thread_channel(&ch);
+			if (cs != ARES_SUCCESS) {
+				snprintf(last_err, sizeof last_err, "resolver setup failed: %s",
+					 ares_strerror(cs));
+				break;
+			}
+		}
+		ret = dns_addr(ch, hosts[h].name, &a);
+		if (ret || a.status != ARES_SUCCESS) thread_channel_check(ret ? ret : a.status);
+		if (ret) goto out;
 		if (a.status != ARES_SUCCESS) {
 			if (implicit && (a.status == ARES_ENOTFOUND || a.status == ARES_ENODATA)) {
 				decide_local(m, SMTPC_PERM, "5.1.2",
@@ -1160,7 +1223,6 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 			     last_err[0] ? last_err : "no host to try");
 	}
 out:
-	ares_destroy(ch);
 	return ret;
 }
 

@@ -485,9 +485,18 @@ class Sink:
         return out
 
     def wait_dumps(self, n, timeout=20):
+        """At least n dump files, each written completely: smtp-sink creates
+        the file before it writes, so wait until none is empty and their
+        sizes hold still."""
         deadline = time.monotonic() + timeout
-        while len(self.dumps()) < n and time.monotonic() < deadline:
-            time.sleep(0.05)
+        last = None
+        while time.monotonic() < deadline:
+            d = self.dumps()
+            sizes = [len(x) for x in d]
+            if len(d) >= n and all(sizes) and sizes == last:
+                return d
+            last = sizes
+            time.sleep(0.1)
         return self.dumps()
 
 

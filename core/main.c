@@ -359,7 +359,7 @@ static int run(const char *path)
 		fprintf(stderr, "mailpopbox: signalfd: %s\n", strerror(errno));
 		return 2;
 	}
-	if (pool_start(4) != 0) {
+	if (pool_start(8) != 0) {
 		fprintf(stderr, "mailpopbox: cannot start helper threads\n");
 		return 2;
 	}

@@ -41,6 +41,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -562,6 +564,54 @@ static int write_env_tmp(int qdirfd, const struct queue_entry *e)
 	return rc;
 }
 
+/* Group commit of the directory fsync (as core/deliver.c does for new/):
+ * commits running on several threads at once share one fsync. A caller's
+ * renames are done before it takes its ticket; the fsync that covers it is
+ * one that starts after that. A failed directory fsync is sticky: nothing
+ * after it is called durable until the process restarts (after a failed
+ * fsync the kernel may have dropped the dirty state it failed to write). */
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	uint64_t issued, done;
+	bool busy;
+	int fd;
+	int failed; /* -errno once a directory fsync failed */
+} gc = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, false, -1, 0};
+
+static int dir_fsync_grouped(int dfd)
+{
+	pthread_mutex_lock(&gc.lock);
+	if (gc.fd < 0)
+		gc.fd = dfd; /* the process's queue directory */
+	if (gc.fd != dfd) {
+		/* another directory (unit tests use several): no sharing */
+		pthread_mutex_unlock(&gc.lock);
+		return fsync(dfd) != 0 ? -errno : 0;
+	}
+	uint64_t ticket = ++gc.issued;
+	while (gc.done < ticket && !gc.failed) {
+		if (gc.busy) {
+			pthread_cond_wait(&gc.cond, &gc.lock);
+			continue;
+		}
+		gc.busy = true;
+		uint64_t covers = gc.issued;
+		pthread_mutex_unlock(&gc.lock);
+		int rc = fsync(dfd) != 0 ? -errno : 0;
+		pthread_mutex_lock(&gc.lock);
+		gc.busy = false;
+		if (rc)
+			gc.failed = rc;
+		else
+			gc.done = covers;
+		pthread_cond_broadcast(&gc.cond);
+	}
+	int rc = gc.done >= ticket ? 0 : gc.failed;
+	pthread_mutex_unlock(&gc.lock);
+	return rc;
+}
+
 int queue_commit(struct queue_writer *w, struct queue_entry *e)
 {
 	char msg[QUEUE_ID_MAX + 16], env[QUEUE_ID_MAX + 16];
@@ -589,10 +639,9 @@ int queue_commit(struct queue_writer *w, struct queue_entry *e)
 		unlinkat(w->qdirfd, msg, 0);
 		return rc;
 	}
-	if (fsync(w->qdirfd) != 0) {
+	if ((rc = dir_fsync_grouped(w->qdirfd)) != 0) {
 		/* Not known to be durable: the caller will refuse the message,
 		 * so it must not be sent either. */
-		rc = -errno;
 		unlinkat(w->qdirfd, env, 0);
 		unlinkat(w->qdirfd, msg, 0);
 		return rc;

@@ -3,6 +3,7 @@
 #include "store/queue.h"
 
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -668,4 +669,47 @@ Test(queue, grouping_by_domain)
 	cr_assert_eq(g[2], 1);
 	queue_entry_free(&e);
 	cr_assert_eq(queue_group_by_domain(&e, g), 0);
+}
+
+/* Commits on several threads at once share directory fsyncs (group
+ * commit); every one of them must still be a complete, loadable entry. */
+struct committer {
+	int n;
+	int failures;
+};
+
+static void *commit_many(void *arg)
+{
+	struct committer *c = arg;
+	for (int i = 0; i < c->n; i++) {
+		struct queue_entry e = {0};
+		sample(&e);
+		char body[64];
+		int len = snprintf(body, sizeof body, "Subject: %d\r\n\r\nbody\r\n", i);
+		if (queue_create(qfd, &e, body, (size_t)len, 1700000000) != 0)
+			c->failures++;
+		queue_entry_free(&e);
+	}
+	return NULL;
+}
+
+Test(queue, concurrent_commits_share_fsyncs)
+{
+	pthread_t th[8];
+	struct committer c[8];
+	for (int t = 0; t < 8; t++) {
+		c[t] = (struct committer){.n = 25};
+		cr_assert_eq(pthread_create(&th[t], NULL, commit_many, &c[t]), 0);
+	}
+	for (int t = 0; t < 8; t++) {
+		pthread_join(th[t], NULL);
+		cr_expect_eq(c[t].failures, 0);
+	}
+	struct queue_entry *v;
+	unsigned n;
+	cr_assert_eq(queue_load(qfd, &v, &n), 0);
+	cr_expect_eq(n, 200);
+	for (unsigned i = 0; i < n; i++)
+		cr_expect_eq(v[i].error, 0, "entry %s", v[i].id);
+	queue_entries_free(v, n);
 }

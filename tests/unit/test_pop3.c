@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "tests/unit/transcript.h"
 
 #define HOST "pop.example.com"
 #define GREETING "+OK POP3 (mailpopbox) server " HOST "\r\n"
@@ -227,68 +228,21 @@ static void drive(struct harness *h, const char *in, size_t n)
 static void drive_str(struct harness *h, const char *in) { drive(h, in, strlen(in)); }
 
 /* For failure messages; two at a time, overwritten by the next pair. */
-static char *escape(const char *p, size_t n)
-{
-	static char bufs[2][1 << 19];
-	static int which;
-	char *o = bufs[which++ & 1], *q = o;
-	if (n > sizeof bufs[0] / 4 - 1)
-		n = sizeof bufs[0] / 4 - 1;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)p[i];
-		if (c == '\n')
-			q += sprintf(q, "\\n\n");
-		else if (c == '\r')
-			q += sprintf(q, "\\r");
-		else if (c < 32 || c > 126)
-			q += sprintf(q, "\\x%02x", c);
-		else
-			*q++ = (char)c;
-	}
-	*q = '\0';
-	return o;
-}
-
 static void expect_out(struct harness *h, const char *want, size_t n)
 {
-	if (h->trlen != n || memcmp(h->tr, want, n) != 0) {
-		char *g = escape(h->tr, h->trlen), *w = escape(want, n);
-		cr_assert_fail("server wrote:\n%s\n--- expected:\n%s", g, w);
-	}
+	tr_check("server", h->tr, h->trlen, want, n);
 	h->trlen = 0;
 }
 
 static void expect_str(struct harness *h, const char *want) { expect_out(h, want, strlen(want)); }
 
 /* Runs a transcript (NULL-terminated lines). */
+static void feed_cb(void *h, const char *p, size_t n) { drive(h, p, n); }
+static void expect_cb(void *h, const char *p, size_t n) { expect_out(h, p, n); }
+
 static void dialog_(struct harness *h, const char *const *lines)
 {
-	static char in[1 << 16], want[1 << 17];
-	size_t inlen = 0, wantlen = 0;
-	bool saw_s = false;
-	for (const char *const *l = lines;; l++) {
-		bool c = *l && strncmp(*l, "C: ", 3) == 0;
-		if (!*l || (c && saw_s)) {
-			drive(h, in, inlen);
-			expect_out(h, want, wantlen);
-			inlen = wantlen = 0;
-			saw_s = false;
-		}
-		if (!*l)
-			break;
-		size_t n = strlen(*l) - 3;
-		if (c) {
-			memcpy(in + inlen, *l + 3, n);
-			memcpy(in + inlen + n, "\r\n", 2);
-			inlen += n + 2;
-		} else {
-			cr_assert(strncmp(*l, "S: ", 3) == 0, "bad script line %s", *l);
-			memcpy(want + wantlen, *l + 3, n);
-			memcpy(want + wantlen + n, "\r\n", 2);
-			wantlen += n + 2;
-			saw_s = true;
-		}
-	}
+	tr_script(lines, "C: ", "S: ", feed_cb, expect_cb, h);
 }
 
 #define DIALOG(...) dialog_(&H, (const char *const[]){__VA_ARGS__, NULL})
@@ -841,7 +795,7 @@ static void check_cell(const char *cmd, const char *want, bool trans)
 	size_t n = strlen(want);
 	cr_assert(H.trlen >= n + 2 && memcmp(H.tr, want, n) == 0 && H.tr[n] == '\r',
 		  "%s in %s: got\n%s\nwant %s", cmd, trans ? "TRANSACTION" : "AUTHORIZATION",
-		  escape(H.tr, H.trlen), want);
+		  tr_escape(H.tr, H.trlen), want);
 }
 
 Test(pop3, state_command_matrix)
@@ -1110,7 +1064,7 @@ Test(pop3, split_at_every_byte)
 		size_t len;
 		char *t = transcript_of(&k, 1, sizeof H.outbuf, &len);
 		cr_assert(len == reflen && memcmp(t, ref, len) == 0, "cut at %zu:\n%s\n--- vs\n%s",
-			  k, escape(t, len), escape(ref, reflen));
+			  k, tr_escape(t, len), tr_escape(ref, reflen));
 		free(t);
 	}
 	/* one byte at a time, into a small obuf */
@@ -1120,7 +1074,7 @@ Test(pop3, split_at_every_byte)
 	size_t len;
 	char *t = transcript_of(cuts, n - 1, POP3_REPLY_ROOM, &len);
 	cr_assert(len == reflen && memcmp(t, ref, len) == 0, "bytewise:\n%s\n--- vs\n%s",
-		  escape(t, len), escape(ref, reflen));
+		  tr_escape(t, len), tr_escape(ref, reflen));
 	free(t);
 	free(ref);
 }
@@ -1177,8 +1131,8 @@ static void stuff_case(const char *in, long lines, const char *want)
 				size_t len = stuff(in, n, lines, cut, bw, caps[c], res, sizeof res);
 				cr_assert(len == wn && memcmp(res, want, wn) == 0,
 					  "lines %ld cut %zu cap %zu bytewise %d:\n%s\n--- expected:\n%s",
-					  lines, cut, caps[c], bw, escape(res, len),
-					  escape(want, wn));
+					  lines, cut, caps[c], bw, tr_escape(res, len),
+					  tr_escape(want, wn));
 			}
 		}
 	}

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "proto/sasl.h"
+#include "tests/unit/transcript.h"
 
 #define HOST "mx.example.com"
 
@@ -239,69 +240,21 @@ static void drive(struct harness *h, const char *in, size_t n)
 static void drive_str(struct harness *h, const char *in) { drive(h, in, strlen(in)); }
 
 /* For failure messages; two at a time, overwritten by the next pair. */
-static char *escape(const char *p, size_t n)
-{
-	static char bufs[2][1 << 18];
-	static int which;
-	char *o = bufs[which++ & 1], *q = o;
-	if (n > sizeof bufs[0] / 4 - 1)
-		n = sizeof bufs[0] / 4 - 1;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)p[i];
-		if (c == '\n') {
-			q += sprintf(q, "\\n\n");
-		} else if (c == '\r') {
-			q += sprintf(q, "\\r");
-		} else if (c < 32 || c > 126) {
-			q += sprintf(q, "\\x%02x", c);
-		} else {
-			*q++ = (char)c;
-		}
-	}
-	*q = '\0';
-	return o;
-}
-
 static void expect_out(struct harness *h, const char *want, size_t n)
 {
-	if (h->trlen != n || memcmp(h->tr, want, n) != 0) {
-		char *g = escape(h->tr, h->trlen), *w = escape(want, n);
-		cr_assert_fail("server wrote:\n%s\n--- expected:\n%s", g, w);
-	}
+	tr_check("server", h->tr, h->trlen, want, n);
 	h->trlen = 0;
 }
 
 static void expect_str(struct harness *h, const char *want) { expect_out(h, want, strlen(want)); }
 
 /* Runs a transcript (NULL-terminated lines). */
+static void feed_cb(void *h, const char *p, size_t n) { drive(h, p, n); }
+static void expect_cb(void *h, const char *p, size_t n) { expect_out(h, p, n); }
+
 static void dialog_(struct harness *h, const char *const *lines)
 {
-	static char in[1 << 16], want[1 << 16];
-	size_t inlen = 0, wantlen = 0;
-	bool saw_s = false;
-	for (const char *const *l = lines;; l++) {
-		bool c = *l && strncmp(*l, "C: ", 3) == 0;
-		if (!*l || (c && saw_s)) {
-			drive(h, in, inlen);
-			expect_out(h, want, wantlen);
-			inlen = wantlen = 0;
-			saw_s = false;
-		}
-		if (!*l)
-			break;
-		size_t n = strlen(*l) - 3;
-		if (c) {
-			memcpy(in + inlen, *l + 3, n);
-			memcpy(in + inlen + n, "\r\n", 2);
-			inlen += n + 2;
-		} else {
-			cr_assert(strncmp(*l, "S: ", 3) == 0, "bad script line %s", *l);
-			memcpy(want + wantlen, *l + 3, n);
-			memcpy(want + wantlen + n, "\r\n", 2);
-			wantlen += n + 2;
-			saw_s = true;
-		}
-	}
+	tr_script(lines, "C: ", "S: ", feed_cb, expect_cb, h);
 }
 
 #define DIALOG(...) dialog_(&H, (const char *const[]){__VA_ARGS__, NULL})
@@ -803,7 +756,7 @@ static void expect_body(unsigned i, const char *want)
 	cr_assert_gt(H.nmsgs, i, "message %u was not committed", i);
 	struct msg *m = &H.msgs[i];
 	if (m->len != strlen(want) || (m->len && memcmp(m->body, want, m->len) != 0)) {
-		char *g = escape(m->body, m->len), *w = escape(want, strlen(want));
+		char *g = tr_escape(m->body, m->len), *w = tr_escape(want, strlen(want));
 		cr_assert_fail("body:\n%s\n--- expected:\n%s", g, w);
 	}
 }
@@ -1412,7 +1365,7 @@ static void check_pipelined(const char *how)
 {
 	if (H.trlen != sizeof pipelined_replies - 1 ||
 	    memcmp(H.tr, pipelined_replies, H.trlen) != 0) {
-		char *g = escape(H.tr, H.trlen);
+		char *g = tr_escape(H.tr, H.trlen);
 		cr_assert_fail("%s: server wrote:\n%s", how, g);
 	}
 	cr_assert_eq(H.nmsgs, 2, "%s", how);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "tests/unit/transcript.h"
 
 #define ME "mx.example.com"
 
@@ -154,67 +155,20 @@ static void drive(struct harness *h, const char *in, size_t n)
 
 static void drive_str(struct harness *h, const char *in) { drive(h, in, strlen(in)); }
 
-static char *escape(const char *p, size_t n)
-{
-	static char bufs[2][1 << 18];
-	static int which;
-	char *o = bufs[which++ & 1], *q = o;
-	if (n > sizeof bufs[0] / 5)
-		n = sizeof bufs[0] / 5;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)p[i];
-		if (c == '\n')
-			q += sprintf(q, "\\n\n");
-		else if (c == '\r')
-			q += sprintf(q, "\\r");
-		else if (c < 32 || c > 126)
-			q += sprintf(q, "\\x%02x", c);
-		else
-			*q++ = (char)c;
-	}
-	*q = '\0';
-	return o;
-}
-
 static void expect_out(struct harness *h, const char *want, size_t n)
 {
-	if (h->trlen != n || memcmp(h->tr, want, n) != 0) {
-		char *g = escape(h->tr, h->trlen), *w = escape(want, n);
-		cr_assert_fail("client wrote:\n%s\n--- expected:\n%s", g, w);
-	}
+	tr_check("client", h->tr, h->trlen, want, n);
 	h->trlen = 0;
 }
 
 static void expect_str(struct harness *h, const char *want) { expect_out(h, want, strlen(want)); }
 
+static void feed_cb(void *h, const char *p, size_t n) { drive(h, p, n); }
+static void expect_cb(void *h, const char *p, size_t n) { expect_out(h, p, n); }
+
 static void dialog_(struct harness *h, const char *const *lines)
 {
-	static char in[1 << 16], want[1 << 16];
-	size_t inlen = 0, wantlen = 0;
-	bool saw_c = false;
-	for (const char *const *l = lines;; l++) {
-		bool srv = *l && strncmp(*l, "S: ", 3) == 0;
-		if (!*l || (srv && saw_c)) {
-			drive(h, in, inlen);
-			expect_out(h, want, wantlen);
-			inlen = wantlen = 0;
-			saw_c = false;
-		}
-		if (!*l)
-			break;
-		size_t n = strlen(*l) - 3;
-		if (srv) {
-			memcpy(in + inlen, *l + 3, n);
-			memcpy(in + inlen + n, "\r\n", 2);
-			inlen += n + 2;
-		} else {
-			cr_assert(strncmp(*l, "C: ", 3) == 0, "bad script line %s", *l);
-			memcpy(want + wantlen, *l + 3, n);
-			memcpy(want + wantlen + n, "\r\n", 2);
-			wantlen += n + 2;
-			saw_c = true;
-		}
-	}
+	tr_script(lines, "S: ", "C: ", feed_cb, expect_cb, h);
 }
 
 #define DIALOG(...) dialog_(&H, (const char *const[]){__VA_ARGS__, NULL})
@@ -737,7 +691,7 @@ static void protocol_error_case(const char *bad)
 	drive_str(&H, "220 x\r\n");
 	expect_str(&H, "EHLO " ME "\r\n");
 	drive_str(&H, bad);
-	cr_assert(H.closed, "not closed on %s", escape(bad, strlen(bad)));
+	cr_assert(H.closed, "not closed on %s", tr_escape(bad, strlen(bad)));
 	expect_str(&H, "");
 	for (unsigned i = 0; i < 2; i++) {
 		cr_assert_eq(H.rcpt[i].result, SMTPC_TEMP);
@@ -910,7 +864,7 @@ static void same_outcome(const char *script)
 			run_split(script, k, chunk, &cut);
 			cr_assert(cut.trlen == whole.trlen && !memcmp(cut.tr, whole.tr, whole.trlen),
 				  "split at %zu, reads of %zu: client wrote\n%s\nnot\n%s", k, chunk,
-				  escape(cut.tr, cut.trlen), escape(whole.tr, whole.trlen));
+				  tr_escape(cut.tr, cut.trlen), tr_escape(whole.tr, whole.trlen));
 			for (int i = 0; i < 3; i++) {
 				cr_assert_eq(cut.rcpt[i].result, whole.rcpt[i].result);
 				cr_assert_eq(cut.rcpt[i].code, whole.rcpt[i].code);
@@ -934,7 +888,7 @@ Test(smtpc, split_input_at_every_byte_pipelined)
 			   "Subject: hi\r\n\r\n..dot line\r\nend\r\n.\r\n"
 			   "QUIT\r\n";
 	cr_assert(o.trlen == strlen(want) && !memcmp(o.tr, want, o.trlen), "%s",
-		  escape(o.tr, o.trlen));
+		  tr_escape(o.tr, o.trlen));
 	cr_assert_eq(o.rcpt[0].result, SMTPC_DELIVERED);
 	cr_assert_eq(o.rcpt[1].result, SMTPC_PERM);
 	cr_assert_str_eq(o.rcpt[1].diag, "550-5.1.1 no 550 5.1.1 such user");
@@ -956,7 +910,7 @@ Test(smtpc, split_input_at_every_byte_one_at_a_time)
 			   "Subject: hi\r\n\r\n..dot line\r\nend\r\n.\r\n"
 			   "QUIT\r\n";
 	cr_assert(o.trlen == strlen(want) && !memcmp(o.tr, want, o.trlen), "%s",
-		  escape(o.tr, o.trlen));
+		  tr_escape(o.tr, o.trlen));
 	cr_assert_str_eq(o.rcpt[1].diag, "550-no 550 such user");
 	cr_assert_str_eq(o.rcpt[2].status, "4.5.3");
 }
@@ -1002,7 +956,7 @@ static size_t stuff_all(const char *const *chunks, char *out, size_t cap)
 		size_t n_ = stuff_all((const char *const[]){__VA_ARGS__, NULL}, buf_,     \
 				      sizeof buf_);                                        \
 		cr_assert(n_ == strlen(want) && !memcmp(buf_, want, n_), "got %s",         \
-			  escape(buf_, n_));                                               \
+			  tr_escape(buf_, n_));                                               \
 	} while (0)
 
 Test(smtpc, stuffer)

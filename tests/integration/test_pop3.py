@@ -770,6 +770,29 @@ class Auth(POP3TestCase):
 
 
 class Clients(POP3TestCase):
+    def test_tls_session_resumption(self):
+        """Session tickets: a client that comes back resumes its TLS session
+        (TLS 1.2 and 1.3) instead of a full handshake."""
+        import socket
+        import ssl
+        srv = self.server(tls=True)
+        for ver in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.minimum_version = ctx.maximum_version = ver
+            a = ctx.wrap_socket(socket.create_connection(("127.0.0.1", srv.port("pop3s")), timeout=10))
+            self.assertTrue(a.recv(200).startswith(b"+OK"))
+            sess = a.session
+            a.sendall(b"QUIT\r\n")
+            a.recv(200)
+            a.close()
+            b = ctx.wrap_socket(socket.create_connection(("127.0.0.1", srv.port("pop3s")), timeout=10),
+                                session=sess)
+            self.assertTrue(b.recv(200).startswith(b"+OK"))
+            self.assertTrue(b.session_reused, "%s session not resumed" % ver)
+            b.close()
+
     def setUp(self):
         self.srv = self.server()
         self.tokens = self.pop_order(self.srv, pop3util.deliver(self.srv, 3, body_lines=[".", "..dots", "x"]))

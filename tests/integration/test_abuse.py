@@ -303,23 +303,29 @@ class HugeLines(AbuseCase):
         r.expect(220, "STARTTLS")
         r.starttls()
         r.expect(250, "EHLO client.example")
-        r.expect(334, "AUTH PLAIN")
-        base = None if ASAN else self.rss(srv)
-        sender = self.blast(r.sock, b"A" * self.SIZE, block=256 * 1024)
-        r.sock.settimeout(30)
-        code, lines = r.read_reply()
-        self.assertEqual(code, 500, lines)
-        self.assertTrue(lines[0].startswith("5.5.6"), lines)
-        sender.join(60)
-        self.assertFalse(sender.is_alive())
-        r.send(b"\r\n")
-        # back in command state, not authenticated
-        r.expect(250, "NOOP")
-        code, lines = r.cmd("AUTH PLAIN " + harness.plain_auth("mailbox@" + DOMAIN1, PASSWORDS[DOMAIN1]))
-        self.assertEqual(code, 235, lines)
+        # Two 10 MB AUTH lines: the first may touch the worker's receive
+        # buffers for the first time (a fixed cost of up to 12 MiB: the ring
+        # and the plaintext buffers); the second must cost next to nothing.
+        base = None
+        for round_ in range(2):
+            r.expect(334, "AUTH PLAIN")
+            if round_ == 1 and not ASAN:
+                base = self.rss(srv)
+            sender = self.blast(r.sock, b"A" * self.SIZE, block=256 * 1024)
+            r.sock.settimeout(30)
+            code, lines = r.read_reply()
+            self.assertEqual(code, 500, lines)
+            self.assertTrue(lines[0].startswith("5.5.6"), lines)
+            sender.join(60)
+            self.assertFalse(sender.is_alive())
+            r.send(b"\r\n")
+            # back in command state, not authenticated
+            r.expect(250, "NOOP")
         if base is not None:
             grown = self.rss(srv) - base
-            self.assertLess(grown, 8 * 1024 + 4 * 1024, "RSS grew by %d KiB for a 10 MB AUTH line" % grown)
+            self.assertLess(grown, 2 * 1024, "RSS grew by %d KiB for a second 10 MB AUTH line" % grown)
+        code, lines = r.cmd("AUTH PLAIN " + harness.plain_auth("mailbox@" + DOMAIN1, PASSWORDS[DOMAIN1]))
+        self.assertEqual(code, 235, lines)
         self.deliver(srv)
 
     def test_pop3_line_of_10mb_and_auth_line(self):

@@ -83,6 +83,7 @@ struct spool {
 	bool hold;             /* collecting the header block */
 	char *hdr;             /* HOLD_MAX */
 	size_t hlen;
+	size_t hls;            /* a line start in hdr with no empty line before */
 	struct queue_entry qe; /* the relay recipients' envelope */
 	bool qstarted;         /* its commit has begun (or was skipped) */
 	bool dotline;          /* a stored line starts with "." */
@@ -251,6 +252,22 @@ static void scan_dots(struct spool *sp, const char *p, size_t n)
 	sp->mid_line = p[n - 1] != '\n';
 }
 
+/* The end of the held header block, or 0. Searches only from the last
+ * line start not yet looked at, so a block that arrives in many small
+ * pieces costs one pass, not one per piece. */
+static size_t header_end_from(struct spool *sp)
+{
+	size_t end = sendas_header_end(sp->hdr + sp->hls, sp->hlen - sp->hls);
+	if (end)
+		return sp->hls + end;
+	for (size_t i = sp->hlen; i > sp->hls + 1; i--)
+		if (sp->hdr[i - 1] == '\n' && sp->hdr[i - 2] == '\r') {
+			sp->hls = i;
+			break;
+		}
+	return 0;
+}
+
 /* The body callback of struct smtp_io (ctx = the conn). */
 void spool_body(void *ctx, const char *p, size_t n)
 {
@@ -264,10 +281,12 @@ void spool_body(void *ctx, const char *p, size_t n)
 	if (sp->hold) {
 		size_t take = n < HOLD_MAX - sp->hlen ? n : HOLD_MAX - sp->hlen;
 		memcpy(sp->hdr + sp->hlen, p, take);
+		/* No LF in what came: no line ended, nothing to look at. */
+		bool nl = memchr(sp->hdr + sp->hlen, '\n', take) != NULL;
 		sp->hlen += take;
 		p += take;
 		n -= take;
-		size_t end = sendas_header_end(sp->hdr, sp->hlen);
+		size_t end = nl ? header_end_from(sp) : 0;
 		if (end || sp->hlen == HOLD_MAX)
 			hold_release(sp, end);
 		if (!n || sp->error)
@@ -719,7 +738,7 @@ void spool_commit(struct spool *sp)
 {
 	if (sp->hold && !sp->error) {
 		/* The whole message was its header block. */
-		size_t end = sendas_header_end(sp->hdr, sp->hlen);
+		size_t end = header_end_from(sp);
 		hold_release(sp, end ? end : sp->hlen);
 	}
 	if (!sp->error && sp->f[sp->nfiles - 1].dom < 0 && queue_entry_from_tx(sp) != 0)

@@ -183,6 +183,29 @@ class StartTLS(TLSTestCase):
         self.assertIn("Subject: Quarterly numbers\r\n", head + "\r\n")
         self.assertNotIn("sendas", rest.decode().lower())
 
+    def test_sendas_header_in_small_pieces(self):
+        """The header block arriving a few octets per TLS record (the server
+        holds it until its empty line) is rewritten the same way."""
+        srv = self.server()
+        r, _ = self.starttls(srv)
+        self.assertEqual(self.auth(r, USER1, PASSWORDS[DOMAIN1])[0], 235)
+        r.expect(250, "MAIL FROM:<mailbox@%s>" % DOMAIN1)
+        r.expect(250, "RCPT TO:<friend@%s>" % DOMAIN2)
+        r.expect(354, "DATA")
+        head = (b"From: Jane Doe <mailbox@example.test>\r\nTo: friend@other.test\r\n"
+                b"Subject: [sendas:pieces] split up\r\n\r\n")
+        for i in range(0, len(head), 3):
+            r.send(head[i:i + 3])   # one TLS record each
+        r.send(b"body\r\n.\r\n")
+        r.expect(250)
+        files = srv.wait_new(DOMAIN2, 1)
+        trace, rest = harness.split_trace(files[0][1])
+        self.assertEqual(trace[0], b"Return-Path: <pieces@example.test>\r\n")
+        hdr = rest.split(b"\r\n\r\n", 1)[0].decode() + "\r\n"
+        self.assertIn("From: Jane Doe <pieces@example.test>\r\n", hdr)
+        self.assertIn("Subject: split up\r\n", hdr)
+        self.assertTrue(rest.endswith(b"\r\n\r\nbody\r\n"), rest[-40:])
+
     def test_esmtps_without_auth(self):
         srv = self.server()
         r, _ = self.starttls(srv)

@@ -227,7 +227,7 @@ static void drive(struct harness *h, const char *in, size_t n)
 
 static void drive_str(struct harness *h, const char *in) { drive(h, in, strlen(in)); }
 
-/* For failure messages; two at a time, overwritten by the next pair. */
+/* What the machine wrote since the last check, exactly (transcript.h). */
 static void expect_out(struct harness *h, const char *want, size_t n)
 {
 	tr_check("server", h->tr, h->trlen, want, n);

@@ -221,7 +221,18 @@ mpb_stop() {
 	stop_pid "$MPB_PID"
 	MPB_PID=
 }
-clear_md() { find "$1/new" "$1/cur" "$1/tmp" -type f -delete 2>/dev/null; true; }
+# Clearing moves files aside instead of deleting them: this machine's ext4
+# has no journal, and then the kernel skips inodes freed in the last 30 s
+# when it allocates new ones (ialloc.c recently_deleted()); a run that
+# follows a mass deletion spends most of its time in that scan (5-10x
+# slower file creation). The moved files go with the work directory.
+GRAVE=0
+clear_md() {
+	GRAVE=$((GRAVE + 1))
+	mkdir -p "$W/graveyard/$GRAVE"
+	find "$1/new" "$1/cur" "$1/tmp" -type f -exec mv -t "$W/graveyard/$GRAVE" {} + 2>/dev/null
+	true
+}
 
 # ---- smtp-sink --------------------------------------------------------------
 
@@ -308,7 +319,12 @@ pf_stop() {
 	PF_STARTED=0
 }
 pf_master() { tr -d ' ' <"$PF/queue/pid/master.pid"; }
-pf_clear() { rm -rf "$PF/mail/Maildir"; }
+pf_clear() { # moved aside, not deleted: see clear_md
+	GRAVE=$((GRAVE + 1))
+	mkdir -p "$W/graveyard"
+	[ -d "$PF/mail/Maildir" ] && mv "$PF/mail/Maildir" "$W/graveyard/pf.$GRAVE"
+	true
+}
 
 # ---- Dovecot: pop3 only, passwd-file user, the same Maildir contents --------
 

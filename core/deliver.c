@@ -505,7 +505,7 @@ static void qopen_done(struct pool_job *j)
 	pool_job_free(j);
 	if (res == 0) {
 		/* discard unlinks f->base if the message never commits */
-		snprintf(f->base, sizeof f->base, "%s.msg.tmp", f->qw.id);
+		snprintf(f->base, sizeof f->base, "%s", f->qw.tmp);
 		res = f->qw.fd;
 	}
 	on_open(f->sp, f, res);

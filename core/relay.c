@@ -209,62 +209,26 @@ static void log_bad(const struct queue_entry *e)
 /* ------------------------------------------------------------------ */
 /* new entries: one id (relay_enqueued) or the directory scan (relay_kick) */
 
-/* Loads ID.env and checks ID.msg, as queue_load() does for one entry, but
- * removes nothing: an enqueue may be writing its *.tmp files right now.
- * 0 (e->error may be set), or -errno when the entry is gone. */
+/* Loads entry ID as queue_load() does, but removes nothing: an enqueue may
+ * be writing its *.tmp files right now. 0 (e->error may be set), or
+ * -errno when the entry is gone. */
 static int load_entry(const char *id, struct queue_entry *e)
 {
-	char name[QUEUE_ID_MAX + 8];
-	snprintf(name, sizeof name, "%s.env", id);
-	memset(e, 0, sizeof *e);
-	int fd = openat(R.qdirfd, name, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) return -errno;
-	struct stat st;
-	char *text = NULL;
-	ssize_t got = -1;
-	if (fstat(fd, &st) == 0 && st.st_size < (1 << 24) &&
-	    (text = malloc((size_t)st.st_size + 1))) {
-		size_t off = 0;
-		while (off < (size_t)st.st_size) {
-			ssize_t k = read(fd, text + off, (size_t)st.st_size - off);
-			if (k < 0 && errno == EINTR) continue;
-			if (k <= 0) break;
-			off += (size_t)k;
-		}
-		got = (ssize_t)off;
-	}
-	close(fd);
-	int rc = got >= 0 ? queue_parse(text, (size_t)got, e) : -EBADMSG;
-	free(text);
-	if (rc == -ENOMEM) return rc;
-	if (rc == 0 && strcmp(e->id, id) != 0) {
-		queue_entry_free(e);
-		rc = -EBADMSG;
-	}
-	if (rc) {
-		memset(e, 0, sizeof *e);
-		snprintf(e->id, sizeof e->id, "%s", id);
-		e->error = -EBADMSG;
-		return 0;
-	}
-	snprintf(name, sizeof name, "%s.msg", id);
-	if (fstatat(R.qdirfd, name, &st, 0) != 0 || (uint64_t)st.st_size != e->size)
-		e->error = -ENOENT;
-	return 0;
+	return queue_read_entry(R.qdirfd, id, e);
 }
 
-static bool env_exists(const char *id)
+static bool msg_exists(const char *id)
 {
 	char name[QUEUE_ID_MAX + 8];
 	struct stat st;
-	snprintf(name, sizeof name, "%s.env", id);
+	snprintf(name, sizeof name, "%s.msg", id);
 	return fstatat(R.qdirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
 /* Loads the entry ID and adds it to the list unless it is known already.
  * Called without the lock. 0 (added), -EEXIST (known, or gone meanwhile),
- * -ENOMEM, or -errno when its state file cannot be opened. Insertion
- * re-checks, under the lock, that the id is still unknown and its state
+ * -ENOMEM, or -errno when its message file cannot be opened. Insertion
+ * re-checks, under the lock, that the id is still unknown and its message
  * file still there (a delivery thread unlinks the file before it drops
  * the entry from the list), so a finished entry never comes back. */
 static int add_one(const char *id)
@@ -282,7 +246,7 @@ static int add_one(const char *id)
 	}
 	r->st = r->e.error ? R_BAD : R_IDLE;
 	pthread_mutex_lock(&R.lock);
-	bool ok = list_find(id) < 0 && env_exists(id) && (rc = list_insert(r)) == 0;
+	bool ok = list_find(id) < 0 && msg_exists(id) && (rc = list_insert(r)) == 0;
 	pthread_mutex_unlock(&R.lock);
 	if (!ok) {
 		entry_free(r);
@@ -292,10 +256,10 @@ static int add_one(const char *id)
 	return 0;
 }
 
-/* Finds *.env files whose id is not in the list and adds them. Called
+/* Finds *.msg files whose id is not in the list and adds them. Called
  * without the lock. An entry removed by a delivery thread while the scan
  * reads is not brought back: insertion re-checks, under the lock, that the
- * id is still unknown and its state file still there (a delivery thread
+ * id is still unknown and its message file still there (a delivery thread
  * unlinks the file before it drops the entry from the list). */
 static void scan(void)
 {
@@ -313,7 +277,7 @@ static void scan(void)
 	while ((de = readdir(d)) != NULL) {
 		size_t len = strlen(de->d_name);
 		if (de->d_name[0] == '.' || len <= 4 || len - 4 >= QUEUE_ID_MAX ||
-		    strcmp(de->d_name + len - 4, ".env") != 0)
+		    strcmp(de->d_name + len - 4, ".msg") != 0)
 			continue;
 		char id[QUEUE_ID_MAX];
 		snprintf(id, sizeof id, "%.*s", (int)(len - 4), de->d_name);
@@ -915,20 +879,22 @@ static int flush_out(struct link *l, struct xfer *x, int64_t deadline)
 	return rc;
 }
 
-/* Streams ID.msg through the dot-stuffer (SMTPC_REQ_BODY). 0, -ECANCELED,
- * -EIO (the file; the machine gives up) or another -errno (the link). */
-static int send_body(struct link *l, struct xfer *x, int msgfd, bool *file_error)
+/* Streams the message (the first SIZE octets of ID.msg) through the
+ * dot-stuffer (SMTPC_REQ_BODY). 0 (*file_error set when the file could not
+ * be read whole: the machine gives up), -ECANCELED or another -errno (the
+ * link). */
+static int send_body(struct link *l, struct xfer *x, int msgfd, uint64_t size, bool *file_error)
 {
-	off_t off = 0;
-	for (;;) {
-		ssize_t k = pread(msgfd, x->file, sizeof x->file, off);
+	uint64_t off = 0;
+	while (off < size) {
+		size_t want = size - off < sizeof x->file ? (size_t)(size - off) : sizeof x->file;
+		ssize_t k = pread(msgfd, x->file, want, (off_t)off);
 		if (k < 0 && errno == EINTR) continue;
-		if (k < 0) {
+		if (k <= 0) {
 			*file_error = true;
 			return 0;
 		}
-		if (k == 0) return 0;
-		off += k;
+		off += (uint64_t)k;
 		size_t pos = 0;
 		while (pos < (size_t)k) {
 			pos += smtpc_body(&x->s, x->file + pos, (size_t)k - pos, &x->out);
@@ -939,6 +905,7 @@ static int send_body(struct link *l, struct xfer *x, int msgfd, bool *file_error
 			}
 		}
 	}
+	return 0;
 }
 
 struct session_out {
@@ -979,7 +946,7 @@ static int session_run(struct link *l, struct xfer *x, const struct smtpc_policy
 				rc = 0;
 			} else {
 				bool ferr = false;
-				if ((rc = send_body(l, x, msgfd, &ferr)) != 0) break;
+				if ((rc = send_body(l, x, msgfd, m->size, &ferr)) != 0) break;
 				req = smtpc_complete(s, req, ferr ? -1 : 0, &x->out);
 			}
 			wrote = true;
@@ -1256,7 +1223,7 @@ static int maildrop_of(const struct queue_entry *e)
  * suffix), fsyncs, renames into new/NAME,S=SIZE and fsyncs new/ (SPEC 6).
  * 0 or -errno; nothing is left in tmp/ on failure. */
 static int dsn_store(const struct maildir *md, const struct dsn_report *rep, char *final,
-		     size_t fcap, const char *id, char *buf, size_t bcap)
+		     size_t fcap, const char *id, uint64_t msize, char *buf, size_t bcap)
 {
 	bool sync = R.srv->cfg->sync == SYNC_FULL;
 	size_t plen, slen;
@@ -1294,14 +1261,18 @@ static int dsn_store(const struct maildir *md, const struct dsn_report *rep, cha
 		bool hdrs = dsn_headers_only(rep);
 		unsigned hst = 0;
 		char chunk[16384];
-		for (;;) {
-			ssize_t k = read(mfd, chunk, sizeof chunk);
+		for (uint64_t left = msize; left;) {
+			ssize_t k = read(mfd, chunk, left < sizeof chunk ? (size_t)left : sizeof chunk);
 			if (k < 0 && errno == EINTR) continue;
 			if (k < 0) {
 				rc = -errno;
 				break;
 			}
-			if (k == 0) break;
+			if (k == 0) {
+				rc = -EIO; /* shorter than the entry says */
+				break;
+			}
+			left -= (uint64_t)k;
 			size_t take = hdrs ? dsn_headers_scan(&hst, chunk, (size_t)k) : (size_t)k;
 			if ((rc = write_all(fd, chunk, take)) != 0) break;
 			size += take;
@@ -1410,7 +1381,7 @@ static bool dsn_round(struct queue_entry *e, bool *failed)
 	};
 	char final[MAILDIR_NAME_MAX + 32];
 	char *buf = malloc(16384);
-	int rc = buf ? dsn_store(&R.srv->maildirs[md], &rep, final, sizeof final, e->id, buf, 16384)
+	int rc = buf ? dsn_store(&R.srv->maildirs[md], &rep, final, sizeof final, e->id, e->size, buf, 16384)
 		     : -ENOMEM;
 	free(buf);
 	if (rc) {

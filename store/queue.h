@@ -2,29 +2,30 @@
  * queue: the durable relay queue (SPEC 5), a directory of entries.
  *
  * Every call here blocks (plain write/fsync/rename) and runs on a helper
- * thread, never on a ring thread. An entry is two files named by its id:
+ * thread, never on a ring thread. An entry is one file, ID.msg: the message
+ * as it goes out (CRLF lines, no dot-stuffing), then the entry's state as
+ * it was at acceptance, then a fixed-width footer giving the length of that
+ * state text (the message is the file's first `size` octets). It is written
+ * as ID.msg.tmp, fsynced, renamed into place and the directory fsynced:
+ * ID.msg appearing is what makes an entry exist, and queue_commit() returns
+ * only after that is durable. One file creation, one fsync and one rename
+ * per entry. A crash leaves at worst *.tmp files, which were never
+ * acknowledged: queue_load() removes them. A finished entry's file is kept
+ * as a spare (.spare.N) and reused for the next one, so a busy queue
+ * allocates no inodes (see spare_take in queue.c).
  *
- *   ID.msg   the message as it goes out (CRLF lines, no dot-stuffing)
- *   ID.env   the envelope and the per-recipient state, a small text file
- *
- * Both are written as ID.msg.tmp / ID.env.tmp, fsynced, renamed into place
- * (.msg first), and the directory fsynced: ID.env appearing is what makes an
- * entry exist, and queue_commit() returns only after that is durable. A
- * crash leaves at worst *.tmp files and an ID.msg without its ID.env, which
- * were never acknowledged: queue_load() removes them. The state file is
- * rewritten the same way after each attempt (queue_update), so a recipient
- * recorded as done is never sent again after a kill -9. Removal unlinks
- * ID.env first, then ID.msg.
+ * After an attempt the state goes to a second file, ID.env, rewritten
+ * atomically and durably (queue_update); when it exists it supersedes the
+ * trailer, so a recipient recorded as done is never sent again after a
+ * kill -9. (Version-1 queues kept the state only in ID.env; those entries
+ * load unchanged.) Removal unlinks ID.msg first, then ID.env: a crash in
+ * between leaves a state file alone, which queue_load() removes.
  *
  * The fast path (queue_discard): an entry whose attempt left every
  * recipient final with no DSN owed is removed without rewriting its state
- * file and without a directory fsync. A crash before the unlinks reach the
- * disk brings the entry back with its old state, and it is sent again: a
- * duplicate, never a loss (the same trade-off Postfix makes). On a file
- * system that may reorder the two unlinks across a crash (ext4's journal
- * keeps them in order), ID.env could survive without ID.msg: queue_load()
- * then reports the entry as bad (message missing) for the operator; the
- * message itself was delivered.
+ * and without a directory fsync. A crash before the unlink reaches the disk
+ * brings the entry back with its last recorded state, and it is sent
+ * again: a duplicate, never a loss (the same trade-off Postfix makes).
  *
  * The state file is line-based "key value" text, versioned by its first
  * line and closed by "end": a file cut short anywhere is detected. Values
@@ -78,7 +79,7 @@ struct queue_entry {
 	bool smtputf8;
 	int64_t arrival; /* seconds since the epoch (DSN Arrival-Date) */
 	int64_t next_try;
-	uint64_t size;	   /* octets in ID.msg; set by queue_commit() */
+	uint64_t size;	   /* octets of the message; set by queue_commit() */
 	char *auth_domain; /* the submitting session's domain, or NULL */
 	struct queue_rcpt *rcpt;
 	unsigned nrcpt;
@@ -104,16 +105,18 @@ int queue_dir_open(const char *path);
 /* --- writing a new entry: open, write the message in chunks, commit */
 struct queue_writer {
 	int qdirfd;
-	int fd; /* ID.msg.tmp */
+	int fd; /* the file named tmp */
 	uint64_t size;
 	char id[QUEUE_ID_MAX];
+	char tmp[QUEUE_ID_MAX + 16]; /* ID.msg.tmp, or a spare file reused */
 };
 /* Picks a fresh id (from NOW, the clock's microseconds, pid and a counter;
- * never one that exists) and creates ID.msg.tmp. 0 or -errno. */
+ * never one that exists) and opens a file to write: a spare (the file of
+ * a finished entry, truncated) or a new ID.msg.tmp. 0 or -errno. */
 int queue_open(int qdirfd, int64_t now, struct queue_writer *w);
 /* 0 or -errno (then call queue_abort). */
 int queue_write(struct queue_writer *w, const void *p, size_t n);
-/* Sets e->id and e->size, writes ID.env, makes both durable. 0 only once
+/* Sets e->id and e->size, appends the state, makes the entry durable. 0 only once
  * the entry will survive a crash; on error nothing of it remains. The
  * writer is finished either way. */
 int queue_commit(struct queue_writer *w, struct queue_entry *e);
@@ -122,24 +125,34 @@ void queue_abort(struct queue_writer *w);
 int queue_create(int qdirfd, struct queue_entry *e, const void *msg, size_t n, int64_t now);
 
 /* --- the life of an entry */
-/* Scans the queue at startup: removes *.tmp files and message files without
- * a state file (never acknowledged), loads every entry, oldest first. *out
+/* Scans the queue at startup: removes *.tmp files (never acknowledged) and
+ * state files without a message file (a removal cut short), loads every
+ * entry, oldest first. *out
  * is malloc'd (free with queue_entries_free); entries that cannot be used
  * are included with ->error set, and their files left for the operator.
  * 0 or -errno. Not to be run while queue_commit() may run on the same
  * directory. */
 int queue_load(int qdirfd, struct queue_entry **out, unsigned *n);
-/* Rewrites ID.env from e, atomically and durably. 0 or -errno. */
+/* Writes ID.env from e, atomically and durably. 0 or -errno. */
 int queue_update(int qdirfd, const struct queue_entry *e);
-/* Removes the entry (state file first). 0 or -errno; an entry already gone
- * is not an error. */
+/* Removes the entry (message file first), durably. 0 or -errno; an entry
+ * already gone is not an error. */
 int queue_remove(int qdirfd, const char *id);
-/* Removes the entry (state file first) WITHOUT making the removal durable:
+/* Removes the entry (message file first) WITHOUT making the removal durable:
  * for an entry that is finished (every recipient final, no DSN owed), so
  * that a crash can at worst send it again (see the top of this file).
  * 0 or -errno; an entry already gone is not an error. */
 int queue_discard(int qdirfd, const char *id);
-/* Opens ID.msg for reading: the fd, or -errno. */
+/* Reads entry ID: its state from ID.env when there is one, else from
+ * ID.msg's trailer, and checks the message's size. 0 with *e filled
+ * (e->error set, only e->id valid, when the state is corrupt: -EBADMSG, or
+ * the message is not of the recorded size: -ENOENT); -ENOENT when ID.msg
+ * does not exist; -ENOMEM. Removes nothing: a message file without a
+ * readable state (no ID.env, no trailer: corruption, or a version-1 file
+ * left between its two renames) is reported, not deleted. */
+int queue_read_entry(int qdirfd, const char *id, struct queue_entry *e);
+/* Opens ID.msg for reading: the fd, or -errno. The message is its first
+ * e->size octets; what follows is the trailer. */
 int queue_open_msg(int qdirfd, const char *id);
 
 /* --- the state file itself (exposed for tests and tools) */

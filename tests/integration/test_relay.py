@@ -35,18 +35,23 @@ class RelayTestCase(unittest.TestCase):
     def server(self, peer_port, start=True, **relay):
         return relayutil.relay_server(self, self.dns.port, peer_port, start=start, **relay)
 
-    def queue_entries(self, srv):
+    def queue_files(self, srv):
         q = srv.config["relay"]["queue"]
         try:
-            return sorted(n for n in os.listdir(q) if n.endswith(".env"))
+            return sorted(n for n in os.listdir(q) if not n.startswith("."))
         except FileNotFoundError:
             return []
 
+    def queue_entries(self, srv):
+        """An entry is its ID.msg (ID.env holds the state once an attempt
+        has been recorded)."""
+        return [n for n in self.queue_files(srv) if n.endswith(".msg")]
+
     def wait_queue_empty(self, srv, timeout=20):
         deadline = time.monotonic() + timeout
-        while self.queue_entries(srv):
+        while self.queue_files(srv):
             if time.monotonic() > deadline:
-                self.fail("queue not empty after %ss: %s\n%s" % (timeout, self.queue_entries(srv),
+                self.fail("queue not empty after %ss: %s\n%s" % (timeout, self.queue_files(srv),
                                                                  srv.stderr()[-3000:]))
             time.sleep(0.05)
 
@@ -334,7 +339,15 @@ class Retry(RelayTestCase):
         srv = self.server(port)
         submit(srv, [RCPT], message(subject="durable"))
         srv.wait_log(r"event=relay_deferred .*rcpt=rcpt@relay\.test")
-        self.assertEqual(len(self.queue_entries(srv)), 1)
+        entries = self.queue_entries(srv)
+        self.assertEqual(len(entries), 1)
+        # the deferral records its state next to the message (the log line
+        # may come just before the state file is in place)
+        want = [entries[0][:-4] + ".env", entries[0]]
+        deadline = time.monotonic() + 10
+        while self.queue_files(srv) != want and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.queue_files(srv), want)
         srv.kill()
         self.assertEqual(len(self.queue_entries(srv)), 1)
         peer.start()

@@ -157,13 +157,22 @@ Test(queue, create_and_load_round_trip)
 	cr_assert_eq(e.size, sizeof MSG - 1);
 	cr_assert(strncmp(e.id, "1700000000.", 11) == 0, "%s", e.id);
 	char want[512];
-	snprintf(want, sizeof want, "%s.env %s.msg", e.id, e.id);
-	cr_assert_str_eq(listing(), want);
-	size_t len;
+	snprintf(want, sizeof want, "%s.msg", e.id);
+	cr_assert_str_eq(listing(), want, "one file per entry");
+	/* the message, then the state as accepted, then the footer */
+	size_t len, tlen;
 	char name[128];
 	snprintf(name, sizeof name, "%s.msg", e.id);
 	const char *m = get_file(name, &len);
-	cr_assert(len == sizeof MSG - 1 && !memcmp(m, MSG, len));
+	char *t = queue_format(&e, &tlen);
+	char foot[64];
+	snprintf(foot, sizeof foot, "mailpopbox-env %020zu\n", tlen);
+	cr_assert_eq(strlen(foot), 36);
+	cr_assert_eq(len, sizeof MSG - 1 + tlen + 36);
+	cr_assert(!memcmp(m, MSG, sizeof MSG - 1));
+	cr_assert(!memcmp(m + sizeof MSG - 1, t, tlen), "trailer:\n%s", m + sizeof MSG - 1);
+	cr_assert(!memcmp(m + sizeof MSG - 1 + tlen, foot, 36));
+	free(t);
 
 	struct queue_entry *v;
 	unsigned n;
@@ -266,7 +275,7 @@ Test(queue, streaming_writer_and_abort)
 	cr_assert_eq(queue_commit(&w, &e), 0);
 	cr_assert_eq(e.size, 1200);
 	cr_assert_str_eq(e.id, w.id);
-	snprintf(want, sizeof want, "%s.env %s.msg", e.id, e.id);
+	snprintf(want, sizeof want, "%s.msg", e.id);
 	cr_assert_str_eq(listing(), want);
 
 	/* abort: nothing left of the second one */
@@ -275,6 +284,33 @@ Test(queue, streaming_writer_and_abort)
 	queue_write(&w, "x", 1);
 	queue_abort(&w);
 	cr_assert_str_eq(listing(), want);
+	queue_entry_free(&e);
+}
+
+/* The engine writes the message with positioned writes (the ring's, at
+ * explicit offsets) that leave the file offset at 0: the trailer still
+ * goes after the message. */
+Test(queue, commit_after_positioned_writes)
+{
+	struct queue_writer w;
+	cr_assert_eq(queue_open(qfd, 1700000000, &w), 0);
+	cr_assert_eq(pwrite(w.fd, MSG, sizeof MSG - 1, 0), (ssize_t)(sizeof MSG - 1));
+	w.size = sizeof MSG - 1;
+	struct queue_entry e;
+	sample(&e);
+	cr_assert_eq(queue_commit(&w, &e), 0);
+	char name[128];
+	snprintf(name, sizeof name, "%s.msg", e.id);
+	size_t len;
+	const char *m = get_file(name, &len);
+	cr_assert(!memcmp(m, MSG, sizeof MSG - 1), "message overwritten:\n%s", m);
+	struct queue_entry *v;
+	unsigned n;
+	cr_assert_eq(queue_load(qfd, &v, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(v[0].error, 0);
+	same_entry(&e, &v[0]);
+	queue_entries_free(v, n);
 	queue_entry_free(&e);
 }
 
@@ -342,11 +378,11 @@ Test(queue, crash_leftovers_are_cleaned)
 	struct queue_entry e;
 	sample(&e);
 	cr_assert_eq(queue_create(qfd, &e, MSG, sizeof MSG - 1, 1700000000), 0);
-	/* a kill -9 at each step of another commit, and of an update */
+	/* a kill -9 at each step of another commit, of an update and of a
+	 * removal */
 	put_file("1.0.1.1.msg.tmp", "partial", 7);	  /* while writing */
-	put_file("1.0.1.2.msg.tmp", MSG, sizeof MSG - 1); /* before the renames */
-	put_file("1.0.1.2.env.tmp", "mailpopbox-queue 1\n", 19);
-	put_file("1.0.1.3.msg", MSG, sizeof MSG - 1); /* between the renames */
+	put_file("1.0.1.2.msg.tmp", MSG, sizeof MSG - 1); /* before the rename */
+	put_file("1.0.1.3.env", "mailpopbox-queue 1\n", 19); /* between the unlinks */
 	char envtmp[128];
 	snprintf(envtmp, sizeof envtmp, "%s.env.tmp", e.id); /* during an update */
 	put_file(envtmp, "mailpopbox-queue 1\nid", 21);
@@ -360,7 +396,7 @@ Test(queue, crash_leftovers_are_cleaned)
 	same_entry(&e, &v[0]);
 	queue_entries_free(v, n);
 	char want[256];
-	snprintf(want, sizeof want, "%s.env %s.msg README", e.id, e.id);
+	snprintf(want, sizeof want, "%s.msg README", e.id);
 	cr_assert_str_eq(listing(), want);
 	queue_entry_free(&e);
 }
@@ -370,18 +406,39 @@ Test(queue, truncated_state_file_is_reported_corrupt)
 	struct queue_entry e;
 	sample(&e);
 	cr_assert_eq(queue_create(qfd, &e, MSG, sizeof MSG - 1, 1700000000), 0);
-	char name[128];
-	snprintf(name, sizeof name, "%s.env", e.id);
 	size_t len;
-	char full[4096];
-	const char *f = get_file(name, &len);
-	memcpy(full, f, len);
+	char full[4096], *t = queue_format(&e, &len);
+	memcpy(full, t, len);
+	free(t);
 	/* every proper prefix is refused by the parser */
 	for (size_t k = 0; k < len; k++) {
 		struct queue_entry p;
 		cr_assert_eq(queue_parse(full, k, &p), -EBADMSG, "prefix of %zu accepted", k);
 	}
-	/* and through queue_load: reported with its id, files kept */
+	/* the entry's file cut anywhere (no crash does that: it is fsynced
+	 * before its rename; a damaged disk might) is reported with its id,
+	 * and kept for the operator */
+	char name[128], whole[8192];
+	snprintf(name, sizeof name, "%s.msg", e.id);
+	size_t wlen;
+	memcpy(whole, get_file(name, &wlen), wlen);
+	char want[256];
+	snprintf(want, sizeof want, "%s.msg", e.id);
+	for (size_t k = 0; k < wlen; k += 7) {
+		put_file(name, whole, k);
+		struct queue_entry *v;
+		unsigned n;
+		cr_assert_eq(queue_load(qfd, &v, &n), 0);
+		cr_assert_eq(n, 1);
+		cr_assert_neq(v[0].error, 0, "cut at %zu of %zu accepted", k, wlen);
+		cr_assert_str_eq(v[0].id, e.id);
+		queue_entries_free(v, n);
+		cr_assert_str_eq(listing(), want);
+	}
+	/* a state file written by an update, cut short */
+	put_file(name, whole, wlen);
+	cr_assert_eq(queue_update(qfd, &e), 0);
+	snprintf(name, sizeof name, "%s.env", e.id);
 	put_file(name, full, len / 2);
 	struct queue_entry *v;
 	unsigned n;
@@ -391,7 +448,6 @@ Test(queue, truncated_state_file_is_reported_corrupt)
 	cr_assert_str_eq(v[0].id, e.id);
 	cr_assert_eq(v[0].nrcpt, 0);
 	queue_entries_free(v, n);
-	char want[256];
 	snprintf(want, sizeof want, "%s.env %s.msg", e.id, e.id);
 	cr_assert_str_eq(listing(), want);
 	queue_entry_free(&e);
@@ -402,6 +458,7 @@ Test(queue, missing_or_short_message_is_reported)
 	struct queue_entry e;
 	sample(&e);
 	cr_assert_eq(queue_create(qfd, &e, MSG, sizeof MSG - 1, 1700000000), 0);
+	cr_assert_eq(queue_update(qfd, &e), 0); /* the state now in ID.env */
 	char name[128];
 	snprintf(name, sizeof name, "%s.msg", e.id);
 	put_file(name, MSG, 5);
@@ -411,11 +468,37 @@ Test(queue, missing_or_short_message_is_reported)
 	cr_assert_eq(n, 1);
 	cr_assert_eq(v[0].error, -ENOENT);
 	queue_entries_free(v, n);
+	/* without its message file the state file is a removal cut short */
 	unlinkat(qfd, name, 0);
 	cr_assert_eq(queue_load(qfd, &v, &n), 0);
-	cr_assert_eq(n, 1);
-	cr_assert_eq(v[0].error, -ENOENT);
+	cr_assert_eq(n, 0);
+	cr_assert_str_eq(listing(), "");
 	queue_entries_free(v, n);
+	queue_entry_free(&e);
+}
+
+/* A version-1 queue (state only in ID.env, ID.msg the bare message) loads
+ * as it is, and its message is read to the recorded size. */
+Test(queue, version_1_entries_load)
+{
+	struct queue_entry e;
+	sample(&e);
+	snprintf(e.id, sizeof e.id, "1700000000.000001.1.1");
+	e.size = sizeof MSG - 1;
+	size_t len;
+	char *t = queue_format(&e, &len);
+	put_file("1700000000.000001.1.1.env", t, len);
+	put_file("1700000000.000001.1.1.msg", MSG, sizeof MSG - 1);
+	free(t);
+	struct queue_entry *v;
+	unsigned n;
+	cr_assert_eq(queue_load(qfd, &v, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(v[0].error, 0);
+	same_entry(&e, &v[0]);
+	queue_entries_free(v, n);
+	cr_assert_eq(queue_remove(qfd, e.id), 0);
+	cr_assert_str_eq(listing(), "");
 	queue_entry_free(&e);
 }
 
@@ -425,8 +508,8 @@ Test(queue, state_file_of_another_id_is_corrupt)
 	sample(&e);
 	cr_assert_eq(queue_create(qfd, &e, MSG, sizeof MSG - 1, 1700000000), 0);
 	char name[128];
-	snprintf(name, sizeof name, "%s.env", e.id);
-	cr_assert_eq(renameat(qfd, name, qfd, "other.env"), 0);
+	snprintf(name, sizeof name, "%s.msg", e.id);
+	cr_assert_eq(renameat(qfd, name, qfd, "other.msg"), 0);
 	struct queue_entry *v;
 	unsigned n;
 	cr_assert_eq(queue_load(qfd, &v, &n), 0);
@@ -530,8 +613,8 @@ Test(queue, parser_survives_garbage)
 	queue_entry_free(&s);
 }
 
-/* queue_discard: the same files go, state file first; an entry already
- * gone is fine; a crash that kept only the message file (the state file's
+/* queue_discard: the same files go, message file first; an entry already
+ * gone is fine; a crash that kept only the state file (the message file's
  * unlink reached the disk first) leaves nothing queue_load() would send. */
 Test(queue, discard)
 {
@@ -545,15 +628,82 @@ Test(queue, discard)
 	struct queue_entry f;
 	sample(&f);
 	cr_assert_eq(queue_create(qfd, &f, MSG, sizeof MSG - 1, 1700000000), 0);
-	char env[QUEUE_ID_MAX + 8];
-	snprintf(env, sizeof env, "%s.env", f.id);
-	cr_assert_eq(unlinkat(qfd, env, 0), 0); /* as if the crash came here */
+	cr_assert_eq(queue_update(qfd, &f), 0); /* an attempt wrote ID.env */
+	char msg[QUEUE_ID_MAX + 8];
+	snprintf(msg, sizeof msg, "%s.msg", f.id);
+	cr_assert_eq(unlinkat(qfd, msg, 0), 0); /* as if the crash came here */
 	struct queue_entry *v;
 	unsigned n;
 	cr_assert_eq(queue_load(qfd, &v, &n), 0);
 	cr_assert_eq(n, 0);
 	cr_assert_str_eq(listing(), "");
 	queue_entries_free(v, n);
+	queue_entry_free(&e);
+	queue_entry_free(&f);
+}
+
+/* A finished entry's file becomes a spare and the next entry is written
+ * into it: the same inode, truncated, nothing of the old message left;
+ * a restart removes spares. */
+Test(queue, finished_files_are_reused)
+{
+	static const char BIG[] = "Subject: a longer first message\r\n\r\nxxxxxxxxxxxxxxxxxxxx\r\n";
+	struct queue_entry e;
+	sample(&e);
+	cr_assert_eq(queue_create(qfd, &e, BIG, sizeof BIG - 1, 1700000000), 0);
+	char name[128];
+	snprintf(name, sizeof name, "%s.msg", e.id);
+	struct stat st1, st2;
+	cr_assert_eq(fstatat(qfd, name, &st1, 0), 0);
+	cr_assert_eq(queue_discard(qfd, e.id), 0);
+	cr_assert_str_eq(listing(), "");
+	struct queue_entry f;
+	sample(&f);
+	cr_assert_eq(queue_create(qfd, &f, MSG, sizeof MSG - 1, 1700000000), 0);
+	snprintf(name, sizeof name, "%s.msg", f.id);
+	cr_assert_eq(fstatat(qfd, name, &st2, 0), 0);
+	cr_assert_eq(st1.st_ino, st2.st_ino, "the spare was not reused");
+	/* the relay removes through its own fd of the same directory */
+	int fd2 = open(dir, O_RDONLY | O_DIRECTORY);
+	struct queue_entry g;
+	sample(&g);
+	cr_assert_eq(queue_create(qfd, &g, "x\r\n", 3, 1700000000), 0);
+	snprintf(name, sizeof name, "%s.msg", g.id);
+	cr_assert_eq(fstatat(qfd, name, &st1, 0), 0);
+	cr_assert_eq(queue_discard(fd2, g.id), 0);
+	close(fd2);
+	queue_entry_free(&g);
+	sample(&g);
+	cr_assert_eq(queue_create(qfd, &g, "y\r\n", 3, 1700000000), 0);
+	snprintf(name, sizeof name, "%s.msg", g.id);
+	cr_assert_eq(fstatat(qfd, name, &st2, 0), 0);
+	cr_assert_eq(st1.st_ino, st2.st_ino, "a spare put through another fd was not reused");
+	cr_assert_eq(queue_discard(qfd, g.id), 0);
+	queue_entry_free(&g);
+	snprintf(name, sizeof name, "%s.msg", f.id);
+	struct queue_entry *v;
+	unsigned n;
+	cr_assert_eq(queue_load(qfd, &v, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(v[0].error, 0, "stale bytes after the new message?");
+	same_entry(&f, &v[0]);
+	queue_entries_free(v, n);
+	size_t len;
+	const char *m = get_file(name, &len);
+	cr_assert(!memcmp(m, MSG, sizeof MSG - 1));
+	/* a spare left by a previous process is removed at load */
+	cr_assert_eq(queue_remove(qfd, f.id), 0);
+	int fd = openat(qfd, ".spare.7", O_WRONLY | O_CREAT, 0600);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	cr_assert_eq(queue_load(qfd, &v, &n), 0);
+	cr_assert_eq(n, 0);
+	queue_entries_free(v, n);
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL)
+		cr_assert(strncmp(de->d_name, ".spare.", 7) != 0, "%s left", de->d_name);
+	closedir(d);
 	queue_entry_free(&e);
 	queue_entry_free(&f);
 }

@@ -538,7 +538,7 @@ relay_sink_start() { # name: smtp-sink with running counters (-c) on stdout
 sink_msgs() { # name: messages the sink has counted so far
 	tr '\r' '\n' <"$L/sink-$1.stdout" 2>/dev/null | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1
 }
-mpb_queue_left() { find "$W/relay/queue" -maxdepth 1 -name '*.env' 2>/dev/null | wc -l; }
+mpb_queue_left() { find "$W/relay/queue" -maxdepth 1 -name '*.msg' 2>/dev/null | wc -l; }
 pf_queue_left() {
 	find "$PF/queue/maildrop" "$PF/queue/incoming" "$PF/queue/active" "$PF/queue/deferred" \
 		"$PF/queue/hold" -type f 2>/dev/null | wc -l

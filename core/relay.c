@@ -108,7 +108,9 @@ struct newid {
 static struct relay {
 	pthread_mutex_t lock;
 	pthread_cond_t sched_cv; /* kick, stop, an entry back from a thread */
-	pthread_cond_t work_cv;	 /* the ready FIFO got an entry, stop */
+	pthread_cond_t wcv[RELAY_THREADS]; /* per delivery thread: work, stop */
+	unsigned parked[RELAY_THREADS];	   /* waiting threads, last parked on top */
+	unsigned nparked;
 	bool started, stop, kicked;
 	struct newid *newids; /* relay_enqueued(), newest first */
 	struct server *srv;
@@ -127,7 +129,6 @@ static struct relay {
 } R = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
     .sched_cv = PTHREAD_COND_INITIALIZER,
-    .work_cv = PTHREAD_COND_INITIALIZER,
     .qdirfd = -1,
     .stopfd = -1,
 };
@@ -330,6 +331,8 @@ static void load_new(struct newid *l)
 /* ------------------------------------------------------------------ */
 /* scheduler and delivery threads */
 
+static void wake_one(void);
+
 static void *sched_main(void *arg)
 {
 	(void)arg;
@@ -366,7 +369,7 @@ static void *sched_main(void *arg)
 				else
 					R.ready = r;
 				R.ready_tail = r;
-				pthread_cond_signal(&R.work_cv);
+				wake_one();
 			} else if (r->e.next_try < next) {
 				next = r->e.next_try;
 			}
@@ -385,15 +388,62 @@ static int attempt(struct rentry *r);
 static void thread_channel_drop(void);
 /* Per delivery thread: buffers and the machine (about 90 KiB). */
 static __thread struct xfer *thread_xfer;
+static int64_t idle_left_ms(void);
+static void idle_close(struct xfer *x);
+
+/* The thread parked last gets the work: it is the one most likely to
+ * hold an idle link (connection reuse), and its caches are warm. Lock
+ * held. */
+static void wake_one(void)
+{
+	if (R.nparked) pthread_cond_signal(&R.wcv[R.parked[--R.nparked]]);
+}
+
+/* Waits for wake_one() or stop, until TS if given. Lock held. */
+static void park(unsigned me, const struct timespec *ts)
+{
+	R.parked[R.nparked++] = me;
+	if (ts)
+		pthread_cond_timedwait(&R.wcv[me], &R.lock, ts);
+	else
+		pthread_cond_wait(&R.wcv[me], &R.lock);
+	for (unsigned i = 0; i < R.nparked; i++) {
+		if (R.parked[i] != me) continue;
+		/* woken by the clock or spuriously: not by wake_one */
+		memmove(&R.parked[i], &R.parked[i + 1], (R.nparked - i - 1) * sizeof R.parked[0]);
+		R.nparked--;
+		break;
+	}
+}
 
 static void *worker_main(void *arg)
 {
-	(void)arg;
+	unsigned me = (unsigned)(uintptr_t)arg;
 	pthread_mutex_lock(&R.lock);
 	while (!R.stop) {
 		struct rentry *r = R.ready;
+		int64_t left = r ? -1 : idle_left_ms();
+		if (left >= 0) {
+			/* nothing to do: the idle link lives LINK_IDLE_MS */
+			if (left == 0) {
+				pthread_mutex_unlock(&R.lock);
+				idle_close(thread_xfer);
+				pthread_mutex_lock(&R.lock);
+				continue;
+			}
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += left / 1000;
+			ts.tv_nsec += (left % 1000) * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			park(me, &ts);
+			continue;
+		}
 		if (!r) {
-			pthread_cond_wait(&R.work_cv, &R.lock);
+			park(me, NULL);
 			continue;
 		}
 		R.ready = r->rnext;
@@ -411,6 +461,7 @@ static void *worker_main(void *arg)
 		pthread_cond_signal(&R.sched_cv);
 	}
 	pthread_mutex_unlock(&R.lock);
+	idle_close(thread_xfer);
 	free(thread_xfer);
 	thread_xfer = NULL;
 	thread_channel_drop();
@@ -911,6 +962,7 @@ static int send_body(struct link *l, struct xfer *x, int msgfd, uint64_t size, b
 struct session_out {
 	bool connected;	 /* a greeting-or-later exchange happened */
 	bool tls_failed; /* the handshake failed (opportunistic may retry plain) */
+	bool idle;	 /* SMTPC_REQ_IDLE: the link may carry another message */
 	uint32_t ext;
 };
 
@@ -918,12 +970,19 @@ struct session_out {
  * decided) or -ECANCELED (stop: results are meaningless). */
 static int session_run(struct link *l, struct xfer *x, const struct smtpc_policy *pol,
 		       struct smtpc_msg *m, int msgfd, const char *tlsname, bool verify,
-		       const char *id, struct session_out *so)
+		       const char *id, struct session_out *so, bool reuse)
 {
 	struct smtpc_session *s = &x->s;
-	memset(s, 0, sizeof *s);
 	x->out = (struct obuf){.p = x->obuf, .len = 0, .cap = sizeof x->obuf};
-	smtpc_start(s, pol, m);
+	if (reuse) {
+		/* the idle session of this link (thread_idle): straight to MAIL */
+		s->pol = pol;
+		smtpc_next(s, m);
+	} else {
+		memset(s, 0, sizeof *s);
+		smtpc_start(s, pol, m);
+		s->keep = true;
+	}
 	uint32_t seq = ~0u;
 	int64_t deadline = 0;
 	size_t ilen = 0, ioff = 0;
@@ -961,6 +1020,10 @@ static int session_run(struct link *l, struct xfer *x, const struct smtpc_policy
 			break;
 		}
 		if (req == SMTPC_REQ_CLOSE) break;
+		if (req == SMTPC_REQ_IDLE) {
+			so->idle = true;
+			break;
+		}
 		/* SMTPC_REQ_NONE: feed again after a flush or with what is left */
 		if (ioff < ilen || wrote) continue;
 		ioff = 0;
@@ -981,6 +1044,93 @@ static int session_run(struct link *l, struct xfer *x, const struct smtpc_policy
 	 * not waited for (every recipient is decided). */
 	so->ext = s->ext;
 	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* the idle link: connection reuse */
+
+/* Each delivery thread keeps the connection of its last message open for a
+ * short while, and the next message to the same destination (the smarthost,
+ * or the recipients' domain) goes over it: MAIL at once, without connect,
+ * greeting, EHLO or DNS (Postfix's connection cache does the same). Only
+ * after a message the server took (2xx to the end of data); a link that
+ * went stale while idle fails before MAIL is answered, and the message
+ * then goes the usual way on a new connection. */
+#define LINK_IDLE_MS 2000
+#define LINK_MAX_USES 100
+
+struct idle_link {
+	bool valid;
+	struct link l;
+	char dest[320]; /* "smarthost" or "domain:port" */
+	char host[256]; /* the host it reached (Remote-MTA, logs) */
+	char ip[INET6_ADDRSTRLEN];
+	uint16_t port;
+	unsigned uses;
+	int64_t since; /* mono_ms() when it went idle */
+};
+static __thread struct idle_link thread_idle;
+
+/* How long this thread's idle link may still wait (0: time to close it),
+ * or -1 when there is none. */
+static int64_t idle_left_ms(void)
+{
+	if (!thread_idle.valid) return -1;
+	int64_t left = thread_idle.since + LINK_IDLE_MS - mono_ms();
+	return left > 0 ? left : 0;
+}
+
+/* QUIT (not waited for) and close. */
+static void idle_close(struct xfer *x)
+{
+	struct idle_link *il = &thread_idle;
+	if (!il->valid) return;
+	il->valid = false;
+	if (x && smtpc_idle(&x->s)) {
+		size_t used;
+		x->out = (struct obuf){.p = x->obuf, .len = 0, .cap = sizeof x->obuf};
+		smtpc_quit(&x->s);
+		smtpc_feed(&x->s, NULL, 0, &used, &x->out);
+		flush_out(&il->l, x, mono_ms() + 1000);
+	}
+	link_close(&il->l);
+}
+
+/* Whether a link whose session ended so may be kept: the machine is idle
+ * and every recipient of this message was taken or refused for good. */
+static bool keepable(const struct session_out *so, const struct smtpc_msg *m, unsigned uses)
+{
+	if (!so->idle || uses >= LINK_MAX_USES) return false;
+	for (unsigned i = 0; i < m->nrcpt; i++)
+		if (m->rcpt[i].result == SMTPC_TEMP) return false;
+	return true;
+}
+
+/* Makes L the thread's idle link (its names already set) when OK, else
+ * QUITs and closes it. */
+static void idle_set(struct xfer *x, struct link *l, bool ok, unsigned uses)
+{
+	struct idle_link *il = &thread_idle;
+	il->l = *l;
+	il->valid = true;
+	il->uses = uses;
+	il->since = mono_ms();
+	if (!ok) idle_close(x);
+}
+
+/* After a fresh session on L to DEST ended: L becomes the idle link or is
+ * closed. */
+static void idle_keep(struct xfer *x, struct link *l, const struct session_out *so,
+		      const struct smtpc_msg *m, const char *dest, const char *host,
+		      const char *ip, uint16_t port)
+{
+	struct idle_link *il = &thread_idle;
+	idle_close(x); /* the one kept before, if any */
+	snprintf(il->dest, sizeof il->dest, "%s", dest);
+	snprintf(il->host, sizeof il->host, "%s", host);
+	snprintf(il->ip, sizeof il->ip, "%s", ip);
+	il->port = port;
+	idle_set(x, l, keepable(so, m, 1), 1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1065,6 +1215,44 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 		return 0;
 	}
 	int ret = 0;
+	enum smtpc_tls tls = rc->tls == RELAY_TLS_REQUIRED ? SMTPC_TLS_REQUIRED
+			     : rc->tls == RELAY_TLS_NONE   ? SMTPC_TLS_NONE
+							   : SMTPC_TLS_OPPORTUNISTIC;
+	struct smtpc_policy pol = {.hostname = R.srv->cfg->hostname, .tls = tls};
+	struct smtpc_policy plain = {.hostname = R.srv->cfg->hostname, .tls = SMTPC_TLS_NONE};
+	char dest[320];
+	if (rc->smarthost)
+		snprintf(dest, sizeof dest, "%s", rc->smarthost);
+	else
+		snprintf(dest, sizeof dest, "%s:%u", domain, (unsigned)rc->port);
+	struct idle_link *il = &thread_idle;
+	if (il->valid && (mono_ms() - il->since > LINK_IDLE_MS || strcasecmp(il->dest, dest) != 0))
+		idle_close(x);
+	if (il->valid) {
+		struct link l = il->l;
+		il->valid = false;
+		unsigned uses = il->uses + 1;
+		log_info("relay_attempt", "id=%s domain=%s host=%s addr=%s port=%u rcpts=%u reuse=%u",
+			 id, domain, il->host, il->ip, il->port, m->nrcpt, uses - 1);
+		struct session_out so = {0};
+		int c = session_run(&l, x, &pol, m, msgfd, il->host, tls == SMTPC_TLS_REQUIRED, id,
+				    &so, true);
+		if (c == -ECANCELED) {
+			link_close(&l);
+			return c;
+		}
+		if (x->s.try_next_mx && all_temp(m)) {
+			/* gone stale while idle: start again on a new connection */
+			log_info("relay_reuse_failed", "id=%s host=%s addr=%s", id, il->host, il->ip);
+			link_close(&l);
+		} else {
+			_Static_assert(sizeof dr->host == sizeof il->host, "host names");
+			memcpy(dr->host, il->host, sizeof dr->host);
+			dr->ext = so.ext;
+			idle_set(x, &l, keepable(&so, m, uses), uses);
+			return 0;
+		}
+	}
 	if (rc->smarthost) {
 		split_hostport(rc->smarthost, hosts[0].name, sizeof hosts[0].name, &port);
 		nhosts = 1;
@@ -1098,11 +1286,6 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 		}
 	}
 
-	enum smtpc_tls tls = rc->tls == RELAY_TLS_REQUIRED ? SMTPC_TLS_REQUIRED
-			     : rc->tls == RELAY_TLS_NONE   ? SMTPC_TLS_NONE
-							   : SMTPC_TLS_OPPORTUNISTIC;
-	struct smtpc_policy pol = {.hostname = R.srv->cfg->hostname, .tls = tls};
-	struct smtpc_policy plain = {.hostname = R.srv->cfg->hostname, .tls = SMTPC_TLS_NONE};
 	unsigned tried = 0;
 	bool decided = false, any_addr = false;
 	char last_err[SMTPC_DIAG_MAX] = "";
@@ -1166,12 +1349,16 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 				}
 				struct session_out so = {0};
 				c = session_run(&l, x, p, m, msgfd, hosts[h].name,
-						tls == SMTPC_TLS_REQUIRED, id, &so);
-				link_close(&l);
+						tls == SMTPC_TLS_REQUIRED, id, &so, false);
 				if (c == -ECANCELED) {
+					link_close(&l);
 					ret = c;
 					goto out;
 				}
+				if (p == &pol)
+					idle_keep(x, &l, &so, m, dest, hosts[h].name, ip, port);
+				else
+					link_close(&l); /* plain after a failed handshake: not kept */
 				snprintf(dr->host, sizeof dr->host, "%s", hosts[h].name);
 				dr->ext = so.ext;
 				/* opportunistic: a failed handshake, try once more in plaintext */
@@ -1732,7 +1919,9 @@ int relay_start(struct server *srv)
 	}
 	R.started = true;
 	for (unsigned i = 0; i < RELAY_THREADS; i++) {
-		if (pthread_create(&R.workers[i], NULL, worker_main, NULL) != 0) break;
+		pthread_cond_init(&R.wcv[i], NULL);
+		if (pthread_create(&R.workers[i], NULL, worker_main, (void *)(uintptr_t)i) != 0)
+			break;
 		R.nworkers++;
 	}
 	if (R.nworkers == 0) {
@@ -1749,7 +1938,8 @@ void relay_stop(void)
 	pthread_mutex_lock(&R.lock);
 	R.stop = true;
 	pthread_cond_broadcast(&R.sched_cv);
-	pthread_cond_broadcast(&R.work_cv);
+	for (unsigned i = 0; i < R.nworkers; i++)
+		pthread_cond_broadcast(&R.wcv[i]);
 	pthread_mutex_unlock(&R.lock);
 	uint64_t one = 1;
 	ssize_t w = write(R.stopfd, &one, sizeof one);

@@ -55,6 +55,7 @@ enum {
 	ST_BODY, /* SMTPC_REQ_BODY outstanding */
 	ST_DOT,
 	ST_QUIT,
+	ST_IDLE, /* SMTPC_REQ_IDLE returned: a message done, the link kept */
 	ST_CLOSED,
 };
 
@@ -605,6 +606,14 @@ static enum smtpc_req on_reply(struct smtpc_session *s)
 			return protocol_error(s, "unexpected 3xx reply to the end of data");
 		decide_all_reply(s, by_class(c), SMTPC_W_DOT, true);
 		if (c == 421) return close_now(s);
+		if (s->keep) {
+			/* RFC 5321 4.1.1.4: the reply ends the transaction; the
+			 * next MAIL may follow on this connection. */
+			s->state = ST_IDLE;
+			s->want = CMD_NONE;
+			set_wait(s, SMTPC_W_NONE);
+			return SMTPC_REQ_IDLE;
+		}
 		quit(s);
 		return SMTPC_REQ_NONE;
 	case ST_QUIT: return close_now(s);
@@ -734,13 +743,8 @@ static enum smtpc_req line_done(struct smtpc_session *s)
 /* ------------------------------------------------------------------ */
 /* the interface */
 
-void smtpc_start(struct smtpc_session *s, const struct smtpc_policy *pol, struct smtpc_msg *msg)
+static void reset_rcpts(struct smtpc_msg *msg)
 {
-	s->pol = pol;
-	s->msg = msg;
-	s->state = ST_GREETING;
-	s->outstanding = 1; /* the greeting */
-	s->send_cur = s->reply_cur = -1;
 	for (unsigned i = 0; i < msg->nrcpt; i++) {
 		struct smtpc_rcpt *r = &msg->rcpt[i];
 		r->result = SMTPC_PENDING;
@@ -749,7 +753,40 @@ void smtpc_start(struct smtpc_session *s, const struct smtpc_policy *pol, struct
 		r->stage = SMTPC_W_NONE;
 		r->status[0] = r->diag[0] = '\0';
 	}
+}
+
+void smtpc_start(struct smtpc_session *s, const struct smtpc_policy *pol, struct smtpc_msg *msg)
+{
+	s->pol = pol;
+	s->msg = msg;
+	s->state = ST_GREETING;
+	s->outstanding = 1; /* the greeting */
+	s->send_cur = s->reply_cur = -1;
+	reset_rcpts(msg);
 	set_wait(s, SMTPC_W_GREETING);
+}
+
+bool smtpc_idle(const struct smtpc_session *s)
+{
+	return s->state == ST_IDLE;
+}
+
+void smtpc_next(struct smtpc_session *s, struct smtpc_msg *msg)
+{
+	if (s->state != ST_IDLE) return;
+	s->msg = msg;
+	s->try_next_mx = false;
+	s->mail_answered = s->mail_ok = false;
+	s->naccepted = 0;
+	s->mail_code = 0;
+	s->mail_status[0] = s->mail_reply[0] = '\0';
+	reset_rcpts(msg);
+	start_tx(s); /* the MAIL/RCPT batch is written by the next smtpc_feed() */
+}
+
+void smtpc_quit(struct smtpc_session *s)
+{
+	if (s->state == ST_IDLE) quit(s);
 }
 
 enum smtpc_req smtpc_feed(struct smtpc_session *s, const char *in, size_t n, size_t *used,

@@ -42,6 +42,17 @@
  *                       must not be ended by a "." the server would take).
  *   SMTPC_REQ_CLOSE     flush the obuf, close the connection. Every
  *                       recipient is decided (smtpc_done() is true).
+ *   SMTPC_REQ_IDLE      only when the core set s->keep: the end of data was
+ *                       answered (any reply but 421), every recipient is
+ *                       decided, and the connection may carry another
+ *                       message: smtpc_next() starts one (its MAIL goes out
+ *                       at the next smtpc_feed(), n = 0 is fine; no RSET
+ *                       is needed, RFC 5321 4.1.1.4), smtpc_quit() ends the
+ *                       session (feed until CLOSE), or the core just closes.
+ *                       A connection the server dropped while idle shows at
+ *                       the next message as a failure before MAIL was
+ *                       answered (try_next_mx): the core then tries again
+ *                       on a new connection.
  * While STARTTLS or BODY is outstanding the core feeds nothing.
  *
  * Time: the machine names what it waits for and how long it may take
@@ -157,6 +168,7 @@ enum smtpc_req {
 	SMTPC_REQ_STARTTLS,
 	SMTPC_REQ_BODY,
 	SMTPC_REQ_CLOSE,
+	SMTPC_REQ_IDLE,
 };
 
 /* A streaming dot-stuffer for message text (RFC 5321 4.5.2): a "." that
@@ -178,6 +190,7 @@ struct smtpc_session {
 	uint32_t ext;	      /* SMTPC_EXT_* */
 	uint64_t remote_size; /* SIZE n; 0 = no limit stated */
 	bool tls;	      /* set by smtpc_complete(STARTTLS, 0) */
+	bool keep;	      /* set by the core: idle after a message, not QUIT */
 	bool esmtp;	      /* EHLO was accepted (not HELO) */
 	/* True when the failure concerned the host rather than the message
 	 * (no greeting, EHLO refused, TLS, timeout or lost connection before
@@ -213,6 +226,15 @@ struct smtpc_session {
 /* Sets up S (zeroed by the caller) for MSG with POL; the machine then waits
  * for the greeting. Every recipient's result is reset to PENDING. */
 void smtpc_start(struct smtpc_session *s, const struct smtpc_policy *pol, struct smtpc_msg *msg);
+
+/* After SMTPC_REQ_IDLE: true until smtpc_next() or smtpc_quit(). */
+bool smtpc_idle(const struct smtpc_session *s);
+/* After SMTPC_REQ_IDLE: the next message on the same connection, with the
+ * extensions of the EHLO already made. Its recipients' results are reset.
+ * Does nothing unless idle. */
+void smtpc_next(struct smtpc_session *s, struct smtpc_msg *msg);
+/* After SMTPC_REQ_IDLE: QUIT at the next smtpc_feed(). */
+void smtpc_quit(struct smtpc_session *s);
 
 /* Consumes up to n octets of in (the server's replies); *used says how many.
  * Stops early when it returns a request, or when the obuf is short of

@@ -16,7 +16,9 @@
  * inside, within SMTPC_CMD_ROOM; a decided recipient never changes; DATA only
  * after an accepted RCPT; DELIVERED only after the end of data was written;
  * CLOSE, timeout and EOF leave no recipient undecided; status and diag are
- * NUL-terminated printable text.
+ * NUL-terminated printable text. With s->keep (a bit of the setup) the
+ * machine may go idle after a message: the next message then starts on the
+ * same session (up to three in all), and the same invariants hold for each.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -62,6 +64,7 @@ struct run {
 	char outbuf[1 << 14];
 	struct rec tr; /* commands, requests, body, results: in order */
 	bool closed, data_sent, dot_written;
+	unsigned idles;
 	bool tls_ok, body_ok;
 };
 
@@ -180,6 +183,18 @@ static bool handle(struct run *r, enum smtpc_req req)
 		CHECK(smtpc_done(&r->s));
 		note(r, "<close>");
 		r->closed = true;
+	} else if (req == SMTPC_REQ_IDLE) {
+		CHECK(smtpc_done(&r->s) && smtpc_idle(&r->s) && r->dot_written);
+		note(r, "<idle>");
+		if (++r->idles < 3) {
+			/* the next message on this session: results start over */
+			smtpc_next(&r->s, &r->msg);
+			CHECK(!smtpc_idle(&r->s));
+			memcpy(r->seen, r->rcpt, sizeof r->seen);
+			r->data_sent = r->dot_written = false;
+		} else {
+			smtpc_quit(&r->s);
+		}
 	} else {
 		/* a live session always has a deadline */
 		unsigned secs;
@@ -236,6 +251,7 @@ static void run(struct run *r, const uint8_t *data, size_t size, bool fine)
 	r->out =
 	    (struct obuf){r->outbuf, 0, fine ? SMTPC_CMD_ROOM + (data[3] >> 2) : sizeof r->outbuf};
 	smtpc_start(&r->s, &r->pol, &r->msg);
+	r->s.keep = data[2] & 0x40;
 	memcpy(r->seen, r->rcpt, sizeof r->seen);
 
 	const char *in = (const char *)data + 4;

@@ -172,6 +172,9 @@ class Peer:
         self.rcpt_reply = lambda addr, conn: None
         self.data_reply = lambda tx, conn: None
         self.greeting = lambda conn: None
+        # after_data(tx, conn) -> True: drop the connection right after the
+        # reply to the end of data (a server whose idle timeout struck)
+        self.after_data = lambda tx, conn: False
         self.connections = 0
         self.commands = []        # (conn, line)
         self.transactions = []    # accepted by the final reply
@@ -331,6 +334,8 @@ class Peer:
                         with self.lock:
                             self.transactions.append(tx)
                     await reply(r or "250 2.0.0 queued as T%d" % len(self.transactions))
+                    if self.after_data(tx, conn):
+                        return
                     tx = None
                 elif verb == "RSET":
                     tx = None

@@ -205,6 +205,62 @@ class Delivery(RelayTestCase):
         self.assertEqual(peer.transactions, [])
 
 
+class Reuse(RelayTestCase):
+    """Connection reuse: a delivery thread keeps its connection for a
+    moment, and the next message to the same destination goes over it."""
+
+    def test_next_message_reuses_the_connection(self):
+        peer = self.peer()
+        srv = self.server(peer.port)
+        for i in range(3):
+            submit(srv, [RCPT], message(subject="reuse %d" % i))
+            peer.wait_transactions(i + 1)
+        txs = peer.wait_transactions(3)
+        self.assertEqual([str(t.message()["Subject"]) for t in txs],
+                         ["reuse 0", "reuse 1", "reuse 2"])
+        self.assertEqual([t.conn for t in txs], [1, 1, 1], "one connection for all three")
+        self.assertEqual(peer.connections, 1)
+        # one greeting, one EHLO; MAIL straight after the previous 250
+        ehlos = [c for c in peer.commands if c[1].upper().startswith("EHLO")]
+        self.assertEqual(len(ehlos), 1, peer.commands)
+        self.assertFalse([c for c in peer.commands if c[1].upper() == "RSET"])
+        srv.wait_log(r"event=relay_attempt .*reuse=2", timeout=5)
+        self.wait_queue_empty(srv)
+        # idle for longer than it may be: QUIT, and the next one connects anew
+        time.sleep(3)
+        self.assertIn((1, "QUIT"), peer.commands)
+        submit(srv, [RCPT], message(subject="after idle"))
+        tx = peer.wait_transactions(4)[3]
+        self.assertEqual(tx.conn, 2)
+
+    def test_connection_dropped_while_idle_is_not_a_failure(self):
+        """The server closed the kept connection: the next message goes on a
+        new one at once, without a deferral."""
+        peer = self.peer()
+        peer.after_data = lambda tx, conn: conn == 1
+        srv = self.server(peer.port)
+        submit(srv, [RCPT], message(subject="first"))
+        peer.wait_transactions(1)
+        time.sleep(0.2)
+        submit(srv, [RCPT], message(subject="second"))
+        txs = peer.wait_transactions(2, timeout=10)
+        self.assertEqual(str(txs[1].message()["Subject"]), "second")
+        self.assertEqual(txs[1].conn, 2)
+        self.wait_queue_empty(srv)
+        self.assertEqual(srv.log_lines("relay_deferred"), [])
+        srv.wait_log(r"event=relay_reuse_failed ", timeout=5)
+
+    def test_not_kept_after_a_temporary_failure(self):
+        """4xx to the end of data: that connection is not used again."""
+        peer = self.peer()
+        peer.data_reply = lambda tx, conn: "451 4.3.0 try later" if conn == 1 else None
+        srv = self.server(peer.port)
+        submit(srv, [RCPT], message(subject="again"))
+        tx = peer.wait_transactions(1, timeout=20)[0]
+        self.assertEqual(tx.conn, 2)
+        self.assertIn((1, "QUIT"), peer.commands)
+
+
 class Failures(RelayTestCase):
     def test_550_gives_dsn(self):
         """5xx from the MX: a DSN (RFC 3464) in the sender's maildrop with

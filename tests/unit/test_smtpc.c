@@ -29,7 +29,7 @@ struct harness {
 	size_t body_chunk;  /* how the core reads it */
 	size_t read_chunk;  /* how the core cuts the server's bytes (0 = whole) */
 	int tls_result, body_result;
-	unsigned starttls, bodies;
+	unsigned starttls, bodies, idles;
 	bool closed;
 	size_t discarded;   /* input dropped after STARTTLS */
 	uint32_t seqs[64];  /* wait changes seen */
@@ -121,6 +121,11 @@ static enum smtpc_req handle(struct harness *h, enum smtpc_req r)
 	if (r == SMTPC_REQ_CLOSE) {
 		cr_assert(smtpc_done(&h->s), "CLOSE with undecided recipients");
 		h->closed = true;
+	}
+	if (r == SMTPC_REQ_IDLE) {
+		cr_assert(smtpc_done(&h->s), "IDLE with undecided recipients");
+		cr_assert(smtpc_idle(&h->s));
+		h->idles++;
 	}
 	flush(h);
 	note_wait(h);
@@ -1016,4 +1021,114 @@ Test(smtpc, stage_names)
 {
 	cr_assert_str_eq(smtpc_stage_name(SMTPC_W_RCPT), "RCPT TO");
 	cr_assert_str_eq(smtpc_stage_name((enum smtpc_wait)99), "?");
+}
+
+/* ------------------------------------------------------------------ */
+/* connection reuse (s->keep): one connection, several messages */
+
+#define PIPE_HELLO GREET, "C: EHLO mx.example.com", "S: 250-mx.remote.test", "S: 250 PIPELINING"
+
+/* The second message of a connection: new sender, one recipient. */
+static void second_message(const char *from, const char *rcpt)
+{
+	H.msg.from = from;
+	H.rcpt[0] = (struct smtpc_rcpt){.addr = rcpt};
+	H.msg.nrcpt = 1;
+	smtpc_next(&H.s, &H.msg);
+	cr_assert(!smtpc_idle(&H.s));
+	cr_assert_eq(H.rcpt[0].result, SMTPC_PENDING);
+}
+
+Test(smtpc, keep_idles_after_the_message_then_carries_the_next)
+{
+	H.s.keep = true;
+	DIALOG(PIPE_HELLO, "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
+	       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "S: 250 ok", "S: 250 ok", "C: DATA",
+	       "S: 354 go", BODY_OUT, "S: 250 2.0.0 queued as A");
+	/* no QUIT: the machine waits for the core's choice */
+	cr_assert_eq(H.idles, 1);
+	cr_assert(!H.closed);
+	cr_assert_eq(smtpc_wait(&H.s, NULL, NULL), SMTPC_W_NONE);
+	check_rcpt(0, SMTPC_DELIVERED, 250, "2.0.0", SMTPC_W_DOT, "250 2.0.0 queued as A");
+	check_rcpt(1, SMTPC_DELIVERED, 250, "2.0.0", SMTPC_W_DOT, "250 2.0.0 queued as A");
+
+	/* the next message: straight to MAIL (no greeting, no EHLO, no RSET),
+	 * pipelined as the EHLO said */
+	second_message("dave@example.com", "erin@remote.test");
+	drive_str(&H, "");
+	expect_str(&H, "MAIL FROM:<dave@example.com>\r\nRCPT TO:<erin@remote.test>\r\n");
+	DIALOG("S: 250 ok", "S: 250 ok", "C: DATA", "S: 354 go", BODY_OUT, "S: 250 2.0.0 queued as B");
+	cr_assert_eq(H.idles, 2);
+	check_rcpt(0, SMTPC_DELIVERED, 250, "2.0.0", SMTPC_W_DOT, "250 2.0.0 queued as B");
+	cr_assert_eq(H.bodies, 2);
+
+	/* done with it: QUIT, then CLOSE */
+	smtpc_quit(&H.s);
+	drive_str(&H, "");
+	expect_str(&H, "QUIT\r\n");
+	DIALOG("S: 221 bye");
+	cr_assert(H.closed);
+}
+
+Test(smtpc, keep_idles_after_a_refused_message_but_not_after_421)
+{
+	H.s.keep = true;
+	DIALOG(PIPE_HELLO, "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
+	       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "S: 250 ok", "S: 250 ok", "C: DATA",
+	       "S: 354 go", BODY_OUT, "S: 554 5.7.1 content rejected");
+	cr_assert_eq(H.idles, 1);
+	check_rcpt(0, SMTPC_PERM, 554, "5.7.1", SMTPC_W_DOT, "554 5.7.1 content rejected");
+	second_message("dave@example.com", "erin@remote.test");
+	drive_str(&H, "");
+	expect_str(&H, "MAIL FROM:<dave@example.com>\r\nRCPT TO:<erin@remote.test>\r\n");
+	DIALOG("S: 250 ok", "S: 250 ok", "C: DATA", "S: 354 go", BODY_OUT,
+	       "S: 421 4.3.2 shutting down");
+	/* 421: the channel is closing (RFC 5321 3.8), not idle */
+	cr_assert_eq(H.idles, 1);
+	cr_assert(H.closed);
+	check_rcpt(0, SMTPC_TEMP, 421, "4.3.2", SMTPC_W_DOT, "421 4.3.2 shutting down");
+}
+
+/* A connection the server dropped while it was idle: the next message
+ * fails before MAIL is answered, marked try_next_mx, so the core knows
+ * to start again on a fresh connection rather than defer. */
+Test(smtpc, reused_connection_gone_is_a_host_failure)
+{
+	H.s.keep = true;
+	DIALOG(PIPE_HELLO, "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
+	       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "S: 250 ok", "S: 250 ok", "C: DATA",
+	       "S: 354 go", BODY_OUT, "S: 250 ok");
+	second_message("dave@example.com", "erin@remote.test");
+	drive_str(&H, "");
+	expect_str(&H, "MAIL FROM:<dave@example.com>\r\nRCPT TO:<erin@remote.test>\r\n");
+	cr_assert_eq(smtpc_eof(&H.s), SMTPC_REQ_CLOSE);
+	cr_assert(smtpc_done(&H.s));
+	cr_assert_eq(H.rcpt[0].result, SMTPC_TEMP);
+	cr_assert(H.s.try_next_mx);
+	/* and the same when the server's idle timeout came as a 421 */
+	setup();
+	H.s.keep = true;
+	DIALOG(PIPE_HELLO, "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
+	       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "S: 250 ok", "S: 250 ok", "C: DATA",
+	       "S: 354 go", BODY_OUT, "S: 250 ok");
+	second_message("dave@example.com", "erin@remote.test");
+	drive_str(&H, "");
+	expect_str(&H, "MAIL FROM:<dave@example.com>\r\nRCPT TO:<erin@remote.test>\r\n");
+	DIALOG("S: 421 4.4.2 idle timeout");
+	cr_assert(H.closed);
+	cr_assert_eq(H.rcpt[0].result, SMTPC_TEMP);
+	cr_assert(H.s.try_next_mx);
+}
+
+/* Without keep nothing changes: QUIT after the message, and smtpc_next()
+ * on a session that is not idle does nothing. */
+Test(smtpc, without_keep_the_session_quits)
+{
+	DIALOG(PIPE_HELLO, "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
+	       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "S: 250 ok", "S: 250 ok", "C: DATA",
+	       "S: 354 go", BODY_OUT, "S: 250 ok", "C: QUIT");
+	cr_assert_eq(H.idles, 0);
+	cr_assert(!smtpc_idle(&H.s));
+	smtpc_next(&H.s, &H.msg);
+	cr_assert_eq(H.rcpt[0].result, SMTPC_DELIVERED);
 }

@@ -1527,6 +1527,7 @@ static bool dsn_round(struct queue_entry *e, bool *failed)
 		    .status = r->status,
 		    .remote_mta = r->remote,
 		    .diagnostic = r->reply,
+		    .local = !r->remote, /* set only with a remote reply */
 		    .last_attempt = r->last_try,
 		    .retry_until = act == DSN_DELAYED ? until : 0,
 		};

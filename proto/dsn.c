@@ -336,7 +336,7 @@ static void put_status(struct wr *w, const struct dsn_report *r)
 			puts_(w, "\r\n");
 		}
 		if (rc->diagnostic) { /* 2.3.6 */
-			puts_(w, "Diagnostic-Code: smtp;");
+			puts_(w, rc->local ? "Diagnostic-Code: X-mailpopbox;" : "Diagnostic-Code: smtp;");
 			put_words(w, rc->diagnostic, strlen(rc->diagnostic), "\r\n ", true, false);
 			puts_(w, "\r\n");
 		}

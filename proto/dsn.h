@@ -55,7 +55,10 @@ struct dsn_rcpt {
 	const char *remote_mta; /* host the diagnostic came from, or NULL */
 	const char *diagnostic; /* the remote SMTP reply as received, its lines
 				   ("550-5.1.1 a" CRLF "550 5.1.1 b") joined by a
-				   space; or NULL */
+				   space; or our own reason; or NULL */
+	bool local;		/* diagnostic is our own reason, not an SMTP
+				   reply: typed "X-mailpopbox", not "smtp"
+				   (RFC 3464 2.3.6) */
 	int64_t last_attempt;	/* Last-Attempt-Date; 0: omitted */
 	int64_t retry_until;	/* Will-Retry-Until, DSN_DELAYED only; 0: omitted */
 };

@@ -323,6 +323,10 @@ class Failures(RelayTestCase):
         _, rcpts, _ = self.assert_one_dsn(srv, timeout=10)
         self.assertEqual(rcpts[0]["Status"], "5.1.10")
         self.assertEqual(rcpts[0]["Action"], "failed")
+        # our own reason, not an SMTP reply (RFC 3464 2.3.6)
+        self.assertTrue(rcpts[0]["Diagnostic-Code"].startswith("X-mailpopbox;"), rcpts[0])
+        self.assertIn("null MX", rcpts[0]["Diagnostic-Code"])
+        self.assertNotIn("Remote-MTA", rcpts[0])
         self.assertEqual(peer.connections, 0)
         self.assertEqual(srv.log_lines("relay_attempt"), [])
 

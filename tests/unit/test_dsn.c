@@ -381,6 +381,25 @@ Test(dsn, delay_and_success_reports)
 	cr_expect(contains(M.part_body[0], "does not report delivery"));
 }
 
+/* RFC 3464 2.3.6: "smtp" types an SMTP reply; a reason of our own (no MX,
+ * DNS failure, refused locally) carries our own type. */
+Test(dsn, local_diagnostic_has_its_own_type)
+{
+	struct dsn_rcpt d[2] = {
+	    {.addr = "x@null.test", .action = DSN_FAILED, .status = "5.1.10", .local = true,
+	     .diagnostic = "domain null.test accepts no mail (null MX, RFC 7505)"},
+	    rc1};
+	struct dsn_report r = base(d, 2);
+	build_parse(&r);
+	struct span g[MAXGROUPS];
+	cr_assert_eq(status_groups(M.part_body[1], g), 3);
+	expect_field(g[1], "Diagnostic-Code",
+		     "X-mailpopbox; domain null.test accepts no mail (null MX, RFC 7505)");
+	expect_field(g[2], "Diagnostic-Code",
+		     "smtp; 550 5.1.1 <bob@remote.test>: Recipient address rejected");
+	cr_expect(!contains(g[1], "Remote-MTA"));
+}
+
 Test(dsn, long_multiline_diagnostic_is_folded)
 {
 	/* a multi-line reply, every line over 300 octets, 10 lines */

@@ -145,6 +145,18 @@ static void same_entry(const struct queue_entry *a, const struct queue_entry *b)
 	}
 }
 
+/* queue_load() finds exactly E, whole. */
+static void load_expect_one(const struct queue_entry *e)
+{
+	struct queue_entry *v;
+	unsigned n;
+	cr_assert_eq(queue_load(qfd, &v, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(v[0].error, 0);
+	same_entry(e, &v[0]);
+	queue_entries_free(v, n);
+}
+
 static const char MSG[] = "Subject: hi\r\n\r\nbody\r\n.line\r\n";
 
 /* ------------------------------------------------------------------ */
@@ -174,13 +186,7 @@ Test(queue, create_and_load_round_trip)
 	cr_assert(!memcmp(m + sizeof MSG - 1 + tlen, foot, 36));
 	free(t);
 
-	struct queue_entry *v;
-	unsigned n;
-	cr_assert_eq(queue_load(qfd, &v, &n), 0);
-	cr_assert_eq(n, 1);
-	cr_assert_eq(v[0].error, 0);
-	same_entry(&e, &v[0]);
-	queue_entries_free(v, n);
+	load_expect_one(&e);
 
 	int fd = queue_open_msg(qfd, e.id);
 	cr_assert_geq(fd, 0);
@@ -304,13 +310,7 @@ Test(queue, commit_after_positioned_writes)
 	size_t len;
 	const char *m = get_file(name, &len);
 	cr_assert(!memcmp(m, MSG, sizeof MSG - 1), "message overwritten:\n%s", m);
-	struct queue_entry *v;
-	unsigned n;
-	cr_assert_eq(queue_load(qfd, &v, &n), 0);
-	cr_assert_eq(n, 1);
-	cr_assert_eq(v[0].error, 0);
-	same_entry(&e, &v[0]);
-	queue_entries_free(v, n);
+	load_expect_one(&e);
 	queue_entry_free(&e);
 }
 
@@ -388,13 +388,7 @@ Test(queue, crash_leftovers_are_cleaned)
 	put_file(envtmp, "mailpopbox-queue 1\nid", 21);
 	put_file("README", "not ours", 8); /* left alone */
 
-	struct queue_entry *v;
-	unsigned n;
-	cr_assert_eq(queue_load(qfd, &v, &n), 0);
-	cr_assert_eq(n, 1);
-	cr_assert_eq(v[0].error, 0);
-	same_entry(&e, &v[0]);
-	queue_entries_free(v, n);
+	load_expect_one(&e);
 	char want[256];
 	snprintf(want, sizeof want, "%s.msg README", e.id);
 	cr_assert_str_eq(listing(), want);
@@ -490,13 +484,7 @@ Test(queue, version_1_entries_load)
 	put_file("1700000000.000001.1.1.env", t, len);
 	put_file("1700000000.000001.1.1.msg", MSG, sizeof MSG - 1);
 	free(t);
-	struct queue_entry *v;
-	unsigned n;
-	cr_assert_eq(queue_load(qfd, &v, &n), 0);
-	cr_assert_eq(n, 1);
-	cr_assert_eq(v[0].error, 0);
-	same_entry(&e, &v[0]);
-	queue_entries_free(v, n);
+	load_expect_one(&e);
 	cr_assert_eq(queue_remove(qfd, e.id), 0);
 	cr_assert_str_eq(listing(), "");
 	queue_entry_free(&e);

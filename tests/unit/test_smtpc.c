@@ -1028,23 +1028,31 @@ Test(smtpc, stage_names)
 
 #define PIPE_HELLO GREET, "C: EHLO mx.example.com", "S: 250-mx.remote.test", "S: 250 PIPELINING"
 
-/* The second message of a connection: new sender, one recipient. */
-static void second_message(const char *from, const char *rcpt)
+/* The first message of a kept session, up to the reply FINAL to its end of
+ * data. */
+#define FIRST_MESSAGE(final)                                                                       \
+	DIALOG(PIPE_HELLO, "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",     \
+	       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "S: 250 ok", "S: 250 ok", "C: DATA", \
+	       "S: 354 go", BODY_OUT, final)
+
+/* The second message of the connection (dave to erin): straight to MAIL
+ * (no greeting, no EHLO, no RSET), pipelined as the EHLO said. */
+static void second_message(void)
 {
-	H.msg.from = from;
-	H.rcpt[0] = (struct smtpc_rcpt){.addr = rcpt};
+	H.msg.from = "dave@example.com";
+	H.rcpt[0] = (struct smtpc_rcpt){.addr = "erin@remote.test"};
 	H.msg.nrcpt = 1;
 	smtpc_next(&H.s, &H.msg);
 	cr_assert(!smtpc_idle(&H.s));
 	cr_assert_eq(H.rcpt[0].result, SMTPC_PENDING);
+	drive_str(&H, "");
+	expect_str(&H, "MAIL FROM:<dave@example.com>\r\nRCPT TO:<erin@remote.test>\r\n");
 }
 
 Test(smtpc, keep_idles_after_the_message_then_carries_the_next)
 {
 	H.s.keep = true;
-	DIALOG(PIPE_HELLO, "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
-	       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "S: 250 ok", "S: 250 ok", "C: DATA",
-	       "S: 354 go", BODY_OUT, "S: 250 2.0.0 queued as A");
+	FIRST_MESSAGE("S: 250 2.0.0 queued as A");
 	/* no QUIT: the machine waits for the core's choice */
 	cr_assert_eq(H.idles, 1);
 	cr_assert(!H.closed);
@@ -1052,11 +1060,7 @@ Test(smtpc, keep_idles_after_the_message_then_carries_the_next)
 	check_rcpt(0, SMTPC_DELIVERED, 250, "2.0.0", SMTPC_W_DOT, "250 2.0.0 queued as A");
 	check_rcpt(1, SMTPC_DELIVERED, 250, "2.0.0", SMTPC_W_DOT, "250 2.0.0 queued as A");
 
-	/* the next message: straight to MAIL (no greeting, no EHLO, no RSET),
-	 * pipelined as the EHLO said */
-	second_message("dave@example.com", "erin@remote.test");
-	drive_str(&H, "");
-	expect_str(&H, "MAIL FROM:<dave@example.com>\r\nRCPT TO:<erin@remote.test>\r\n");
+	second_message();
 	DIALOG("S: 250 ok", "S: 250 ok", "C: DATA", "S: 354 go", BODY_OUT, "S: 250 2.0.0 queued as B");
 	cr_assert_eq(H.idles, 2);
 	check_rcpt(0, SMTPC_DELIVERED, 250, "2.0.0", SMTPC_W_DOT, "250 2.0.0 queued as B");
@@ -1073,14 +1077,10 @@ Test(smtpc, keep_idles_after_the_message_then_carries_the_next)
 Test(smtpc, keep_idles_after_a_refused_message_but_not_after_421)
 {
 	H.s.keep = true;
-	DIALOG(PIPE_HELLO, "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
-	       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "S: 250 ok", "S: 250 ok", "C: DATA",
-	       "S: 354 go", BODY_OUT, "S: 554 5.7.1 content rejected");
+	FIRST_MESSAGE("S: 554 5.7.1 content rejected");
 	cr_assert_eq(H.idles, 1);
 	check_rcpt(0, SMTPC_PERM, 554, "5.7.1", SMTPC_W_DOT, "554 5.7.1 content rejected");
-	second_message("dave@example.com", "erin@remote.test");
-	drive_str(&H, "");
-	expect_str(&H, "MAIL FROM:<dave@example.com>\r\nRCPT TO:<erin@remote.test>\r\n");
+	second_message();
 	DIALOG("S: 250 ok", "S: 250 ok", "C: DATA", "S: 354 go", BODY_OUT,
 	       "S: 421 4.3.2 shutting down");
 	/* 421: the channel is closing (RFC 5321 3.8), not idle */
@@ -1095,12 +1095,8 @@ Test(smtpc, keep_idles_after_a_refused_message_but_not_after_421)
 Test(smtpc, reused_connection_gone_is_a_host_failure)
 {
 	H.s.keep = true;
-	DIALOG(PIPE_HELLO, "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
-	       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "S: 250 ok", "S: 250 ok", "C: DATA",
-	       "S: 354 go", BODY_OUT, "S: 250 ok");
-	second_message("dave@example.com", "erin@remote.test");
-	drive_str(&H, "");
-	expect_str(&H, "MAIL FROM:<dave@example.com>\r\nRCPT TO:<erin@remote.test>\r\n");
+	FIRST_MESSAGE("S: 250 ok");
+	second_message();
 	cr_assert_eq(smtpc_eof(&H.s), SMTPC_REQ_CLOSE);
 	cr_assert(smtpc_done(&H.s));
 	cr_assert_eq(H.rcpt[0].result, SMTPC_TEMP);
@@ -1108,12 +1104,8 @@ Test(smtpc, reused_connection_gone_is_a_host_failure)
 	/* and the same when the server's idle timeout came as a 421 */
 	setup();
 	H.s.keep = true;
-	DIALOG(PIPE_HELLO, "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
-	       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "S: 250 ok", "S: 250 ok", "C: DATA",
-	       "S: 354 go", BODY_OUT, "S: 250 ok");
-	second_message("dave@example.com", "erin@remote.test");
-	drive_str(&H, "");
-	expect_str(&H, "MAIL FROM:<dave@example.com>\r\nRCPT TO:<erin@remote.test>\r\n");
+	FIRST_MESSAGE("S: 250 ok");
+	second_message();
 	DIALOG("S: 421 4.4.2 idle timeout");
 	cr_assert(H.closed);
 	cr_assert_eq(H.rcpt[0].result, SMTPC_TEMP);

@@ -682,7 +682,10 @@ pop3_round() { # target port tlsport snapshot tag
 	$restore "$snap"
 	bench "pop3-$t-$tag-list-cold" pop3 -p "$port" -u mailbox@example.test -w bench-password --list-only
 	bench "pop3-$t-$tag-list" pop3 -p "$port" -u mailbox@example.test -w bench-password --list-only
-	bench "pop3-$t-$tag-retr" pop3 -p "$port" -u mailbox@example.test -w bench-password
+	# a session of half a second: the better of two (restored in between),
+	# as for the pinned runs; both are in runs.jsonl
+	BETWEEN="$restore $snap" bench_best "pop3-$t-$tag-retr" pop3 -p "$port" \
+		-u mailbox@example.test -w bench-password
 	if [ "$tag" = 1m ]; then
 		$restore "$snap"
 		bench "pop3-$t-$tag-list-tls" pop3 -T -p "$tport" -u mailbox@example.test -w bench-password --list-only
@@ -968,7 +971,8 @@ GP
 			echo
 		fi
 		echo "One session, pipelining (window 8). *list* = LIST + UIDL after the first"
-		echo "(cold) session; *retr* = RETR + DELE of every message, then QUIT."
+		echo "(cold) session; *retr* = RETR + DELE of every message, then QUIT (the better"
+		echo "of two sessions, the Maildir restored in between; not for -tls)."
 		echo
 		echo "| load | mailpopbox msgs/s | MB/s | Dovecot msgs/s | MB/s | msgs/s ratio |"
 		echo "|---|---:|---:|---:|---:|---:|"

@@ -215,6 +215,9 @@ class Reuse(RelayTestCase):
         for i in range(3):
             submit(srv, [RCPT], message(subject="reuse %d" % i))
             peer.wait_transactions(i + 1)
+            # the entry is gone once its thread is done with it: the next
+            # one then finds that thread parked with the connection
+            self.wait_queue_empty(srv)
         txs = peer.wait_transactions(3)
         self.assertEqual([str(t.message()["Subject"]) for t in txs],
                          ["reuse 0", "reuse 1", "reuse 2"])

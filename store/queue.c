@@ -524,7 +524,7 @@ int queue_dir_open(const char *path)
 }
 
 /* Spare files. A finished entry's file is not unlinked but renamed to
- * .spare.N, and the next entry is written into it (truncated first): the
+ * .spare.N and emptied, and the next entry is written into it: the
  * queue then allocates and frees no inode per message. That matters on
  * ext4 without a journal, where allocation skips every inode freed in the
  * last 30 seconds (ialloc.c, recently_deleted()) and a busy queue spent a
@@ -581,8 +581,8 @@ static int spare_take(int qdirfd, char *buf, size_t cap)
 	}
 }
 
-/* Makes NAME a spare instead of unlinking it: 0, or -errno (then the caller
- * unlinks; -ENOENT when NAME is gone). */
+/* Makes NAME an empty spare instead of unlinking it: 0, or -errno (then
+ * the caller unlinks; -ENOENT when NAME is gone). */
 static int spare_put(int qdirfd, const char *name)
 {
 	pthread_mutex_lock(&spares.lock);
@@ -595,8 +595,14 @@ static int spare_put(int qdirfd, const char *name)
 	char sp[48];
 	spare_name(sp, sizeof sp, k);
 	if (renameat(qdirfd, name, qdirfd, sp) != 0) return -errno;
+	/* Emptied now, not when reused: an idle spare holds no disk space
+	 * and no old mail. (Renamed first: a crash in between leaves a spare,
+	 * which the next start removes, never a truncated entry.) */
+	int fd = openat(qdirfd, sp, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
+	bool kept = fd >= 0;
+	if (fd >= 0) close(fd);
 	pthread_mutex_lock(&spares.lock);
-	bool kept = spares.n < SPARE_MAX;
+	kept = kept && spares.n < SPARE_MAX;
 	if (kept) spares.id[spares.n++] = k;
 	pthread_mutex_unlock(&spares.lock);
 	if (!kept) unlinkat(qdirfd, sp, 0);

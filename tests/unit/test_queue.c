@@ -645,6 +645,11 @@ Test(queue, finished_files_are_reused)
 	cr_assert_eq(fstatat(qfd, name, &st1, 0), 0);
 	cr_assert_eq(queue_discard(qfd, e.id), 0);
 	cr_assert_str_eq(listing(), "");
+	/* the spare is empty while it waits: no space held, no old mail */
+	struct stat sst;
+	cr_assert_eq(fstatat(qfd, ".spare.0", &sst, 0), 0);
+	cr_assert_eq(sst.st_size, 0);
+	cr_assert_eq(sst.st_ino, st1.st_ino);
 	struct queue_entry f;
 	sample(&f);
 	cr_assert_eq(queue_create(qfd, &f, MSG, sizeof MSG - 1, 1700000000), 0);

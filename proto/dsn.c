@@ -1,5 +1,6 @@
 #include "proto/dsn.h"
 #include "proto/date.h"
+#include "proto/wr.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -8,45 +9,15 @@
 
 /* --- output: counts what it would need even past cap, writes only within */
 
-struct wr {
-	char *p;
-	size_t cap, len;
-	bool over;
-	size_t col; /* octets since the last CRLF, for folding */
-};
-
-static void put(struct wr *w, const void *s, size_t n)
-{
-	if (!w->over && n <= w->cap && w->len <= w->cap - n)
-		memcpy(w->p + w->len, s, n);
-	else
-		w->over = true;
-	w->len += n;
-	const char *q = s;
-	for (size_t i = 0; i < n; i++)
-		w->col = q[i] == '\n' ? 0 : w->col + 1;
-}
-
-static void puts_(struct wr *w, const char *s)
-{
-	put(w, s, strlen(s));
-}
-
 static const char HEX[] = "0123456789ABCDEF";
 
 /* Concatenates NULL-terminated string pieces. */
 static void putv(struct wr *w, const char *const *v)
 {
 	for (; *v; v++)
-		puts_(w, *v);
+		wr_puts(w, *v);
 }
 #define PUTS(w, ...) putv(w, (const char *const[]){__VA_ARGS__, NULL})
-
-static void put_date(struct wr *w, int64_t now, int tz_off_min)
-{
-	char buf[RFC5322_DATE_MAX];
-	put(w, buf, rfc5322_date(buf, now, tz_off_min));
-}
 
 /* --- folding (RFC 5322 2.2.3): words of remote text, joined by one space,
  * wrapped before column 78 where a space allows and before 998 always. */
@@ -77,16 +48,16 @@ static void put_words(struct wr *w, const char *s, size_t n, const char *cont, b
 		size_t wl = i - b;
 		if (!(first && first_glued)) {
 			if (!first && w->col + 1 + wl > FOLD_AT && w->col > cl)
-				puts_(w, cont);
+				wr_puts(w, cont);
 			else if (!first || w->col > 0)
-				put(w, " ", 1);
+				wr_put(w, " ", 1);
 		}
 		first = false;
 		for (size_t k = b; k < i; k++) {
-			if (w->col >= HARD_AT) puts_(w, cont);
+			if (w->col >= HARD_AT) wr_puts(w, cont);
 			char c = s[k];
 			if (ascii && (unsigned char)c >= 0x80) c = '?';
-			put(w, &c, 1);
+			wr_put(w, &c, 1);
 		}
 	}
 }
@@ -107,19 +78,19 @@ static bool plain_ascii(const char *s)
 static void put_typed_addr(struct wr *w, const char *type, size_t tlen, const char *a)
 {
 	if (plain_ascii(a)) {
-		put(w, type, tlen);
-		put(w, "; ", 2);
+		wr_put(w, type, tlen);
+		wr_put(w, "; ", 2);
 		put_words(w, a, strlen(a), "\r\n ", true, true);
 		return;
 	}
-	puts_(w, "utf-8; ");
+	wr_puts(w, "utf-8; ");
 	const unsigned char *p = (const unsigned char *)a;
 	size_t n = strlen(a);
 	for (size_t i = 0; i < n;) {
-		if (w->col >= HARD_AT) puts_(w, "\r\n ");
+		if (w->col >= HARD_AT) wr_puts(w, "\r\n ");
 		unsigned char c = p[i];
 		if (c > ' ' && c < 0x7f && c != '+' && c != '=' && c != '\\') {
-			put(w, &c, 1);
+			wr_put(w, &c, 1);
 			i++;
 			continue;
 		}
@@ -135,7 +106,7 @@ static void put_typed_addr(struct wr *w, const char *type, size_t tlen, const ch
 		}
 		char x[16];
 		int k = snprintf(x, sizeof x, "\\x{%02X}", (unsigned)cp);
-		put(w, x, (size_t)k);
+		wr_put(w, x, (size_t)k);
 		i += l;
 	}
 }
@@ -229,9 +200,9 @@ static int finish(struct wr *w, size_t *len)
 
 static void put_boundary(struct wr *w, const struct dsn_report *r)
 {
-	puts_(w, "=_mpb_");
-	puts_(w, r->token);
-	puts_(w, "_=");
+	wr_puts(w, "=_mpb_");
+	wr_puts(w, r->token);
+	wr_puts(w, "_=");
 }
 
 /* --- the human-readable part */
@@ -247,8 +218,8 @@ static void put_text(struct wr *w, const struct dsn_report *r, bool hdrs)
 {
 	PUTS(w, "This is the mail system at host ", r->reporting_mta, ".\r\n\r\n");
 	if (any_action(r, DSN_FAILED)) {
-		puts_(w, "Your message could not be delivered to one or more recipients.\r\n");
-		puts_(w, hdrs ? "Its headers are attached below.\r\n\r\n"
+		wr_puts(w, "Your message could not be delivered to one or more recipients.\r\n");
+		wr_puts(w, hdrs ? "Its headers are attached below.\r\n\r\n"
 			      : "It is attached below.\r\n\r\n");
 	}
 	if (any_action(r, DSN_DELAYED)) {
@@ -256,38 +227,38 @@ static void put_text(struct wr *w, const struct dsn_report *r, bool hdrs)
 		for (unsigned i = 0; i < r->nrcpt; i++)
 			if (r->rcpt[i].action == DSN_DELAYED && r->rcpt[i].retry_until > until)
 				until = r->rcpt[i].retry_until;
-		puts_(w, "Your message has not yet been delivered to one or more recipients.\r\n");
+		wr_puts(w, "Your message has not yet been delivered to one or more recipients.\r\n");
 		if (until) {
-			puts_(w, "Delivery will be retried until ");
-			put_date(w, until, r->tz_off_min);
-			puts_(w, ";\r\nyou need not send it again.\r\n\r\n");
+			wr_puts(w, "Delivery will be retried until ");
+			wr_date(w, until, r->tz_off_min);
+			wr_puts(w, ";\r\nyou need not send it again.\r\n\r\n");
 		} else {
-			puts_(w, "Delivery will be retried; you need not send it again.\r\n\r\n");
+			wr_puts(w, "Delivery will be retried; you need not send it again.\r\n\r\n");
 		}
 	}
 	if (any_action(r, DSN_DELIVERED) || any_action(r, DSN_EXPANDED))
-		puts_(w, "Your message was delivered to the recipients marked delivered.\r\n\r\n");
+		wr_puts(w, "Your message was delivered to the recipients marked delivered.\r\n\r\n");
 	if (any_action(r, DSN_RELAYED))
-		puts_(w,
+		wr_puts(w,
 		      "Your message was passed on for the recipients marked relayed to a\r\n"
 		      "system that does not report delivery; no further notice will come.\r\n\r\n");
 	for (unsigned i = 0; i < r->nrcpt; i++) {
 		const struct dsn_rcpt *rc = &r->rcpt[i];
-		puts_(w, "<");
+		wr_puts(w, "<");
 		put_words(w, rc->addr, strlen(rc->addr), "\r\n    ", false, true);
 		PUTS(w, ">: ", action_word(rc->action), " (", status_of(rc), ")");
 		if (rc->diagnostic) {
-			puts_(w, "\r\n   ");
+			wr_puts(w, "\r\n   ");
 			if (rc->remote_mta) {
-				puts_(w, " host");
+				wr_puts(w, " host");
 				put_words(w, rc->remote_mta, strlen(rc->remote_mta), "\r\n    ",
 					  true, false);
-				puts_(w, " said:");
+				wr_puts(w, " said:");
 			}
 			put_words(w, rc->diagnostic, strlen(rc->diagnostic), "\r\n    ", true,
 				  false);
 		}
-		puts_(w, "\r\n");
+		wr_puts(w, "\r\n");
 	}
 }
 
@@ -296,27 +267,27 @@ static void put_text(struct wr *w, const struct dsn_report *r, bool hdrs)
 static void put_status(struct wr *w, const struct dsn_report *r)
 {
 	if (r->envid) { /* 2.2.1; printed as decoded, but never as raw octets */
-		puts_(w, "Original-Envelope-Id: ");
+		wr_puts(w, "Original-Envelope-Id: ");
 		for (const char *p = r->envid; *p; p++) {
 			unsigned char c = (unsigned char)*p;
 			if (c > ' ' && c < 0x7f && c != '+' && c != '=')
-				put(w, &c, 1);
+				wr_put(w, &c, 1);
 			else
-				put(w, (char[3]){'+', HEX[c >> 4], HEX[c & 15]}, 3); /* xtext */
-			if (w->col >= HARD_AT) puts_(w, "\r\n ");
+				wr_put(w, (char[3]){'+', HEX[c >> 4], HEX[c & 15]}, 3); /* xtext */
+			if (w->col >= HARD_AT) wr_puts(w, "\r\n ");
 		}
-		puts_(w, "\r\n");
+		wr_puts(w, "\r\n");
 	}
 	PUTS(w, "Reporting-MTA: dns; ", r->reporting_mta, "\r\n");
-	puts_(w, "Arrival-Date: ");
-	put_date(w, r->arrival, r->tz_off_min);
-	puts_(w, "\r\n");
+	wr_puts(w, "Arrival-Date: ");
+	wr_date(w, r->arrival, r->tz_off_min);
+	wr_puts(w, "\r\n");
 	for (unsigned i = 0; i < r->nrcpt; i++) {
 		const struct dsn_rcpt *rc = &r->rcpt[i];
-		puts_(w, "\r\n");
+		wr_puts(w, "\r\n");
 		if (rc->orcpt) { /* 2.3.1 */
 			const char *semi = strchr(rc->orcpt, ';');
-			puts_(w, "Original-Recipient: ");
+			wr_puts(w, "Original-Recipient: ");
 			bool typed = semi && semi > rc->orcpt && semi - rc->orcpt <= 64;
 			for (const char *t = rc->orcpt; typed && t < semi; t++)
 				typed = (unsigned char)*t > ' ' && (unsigned char)*t < 0x7f;
@@ -324,31 +295,31 @@ static void put_status(struct wr *w, const struct dsn_report *r)
 				put_typed_addr(w, rc->orcpt, (size_t)(semi - rc->orcpt), semi + 1);
 			else
 				put_typed_addr(w, "rfc822", 6, semi ? semi + 1 : rc->orcpt);
-			puts_(w, "\r\n");
+			wr_puts(w, "\r\n");
 		}
-		puts_(w, "Final-Recipient: "); /* 2.3.2 */
+		wr_puts(w, "Final-Recipient: "); /* 2.3.2 */
 		put_typed_addr(w, "rfc822", 6, rc->addr);
 		PUTS(w, "\r\nAction: ", action_word(rc->action), "\r\n");
 		PUTS(w, "Status: ", status_of(rc), "\r\n");
 		if (rc->remote_mta) { /* 2.3.5 */
-			puts_(w, "Remote-MTA: dns;");
+			wr_puts(w, "Remote-MTA: dns;");
 			put_words(w, rc->remote_mta, strlen(rc->remote_mta), "\r\n ", true, false);
-			puts_(w, "\r\n");
+			wr_puts(w, "\r\n");
 		}
 		if (rc->diagnostic) { /* 2.3.6 */
-			puts_(w, rc->local ? "Diagnostic-Code: X-mailpopbox;" : "Diagnostic-Code: smtp;");
+			wr_puts(w, rc->local ? "Diagnostic-Code: X-mailpopbox;" : "Diagnostic-Code: smtp;");
 			put_words(w, rc->diagnostic, strlen(rc->diagnostic), "\r\n ", true, false);
-			puts_(w, "\r\n");
+			wr_puts(w, "\r\n");
 		}
 		if (rc->last_attempt) { /* 2.3.7 */
-			puts_(w, "Last-Attempt-Date: ");
-			put_date(w, rc->last_attempt, r->tz_off_min);
-			puts_(w, "\r\n");
+			wr_puts(w, "Last-Attempt-Date: ");
+			wr_date(w, rc->last_attempt, r->tz_off_min);
+			wr_puts(w, "\r\n");
 		}
 		if (rc->action == DSN_DELAYED && rc->retry_until) { /* 3.3.8 */
-			puts_(w, "Will-Retry-Until: ");
-			put_date(w, rc->retry_until, r->tz_off_min);
-			puts_(w, "\r\n");
+			wr_puts(w, "Will-Retry-Until: ");
+			wr_date(w, rc->retry_until, r->tz_off_min);
+			wr_puts(w, "\r\n");
 		}
 	}
 }
@@ -372,42 +343,42 @@ int dsn_prefix(const struct dsn_report *r, char *buf, size_t cap, size_t *len)
 	     : delayed ? "Delayed Mail (still being retried)"
 		       : "Successful Mail Delivery Report",
 	     "\r\n");
-	puts_(&w, "Date: ");
-	put_date(&w, r->now, r->tz_off_min);
+	wr_puts(&w, "Date: ");
+	wr_date(&w, r->now, r->tz_off_min);
 	PUTS(&w, "\r\nMessage-ID: <", r->token, "@", r->reporting_mta, ">\r\n");
-	puts_(&w, "Auto-Submitted: auto-replied\r\n"); /* RFC 3834 5 */
-	puts_(&w, "MIME-Version: 1.0\r\n");
-	puts_(&w, "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"");
+	wr_puts(&w, "Auto-Submitted: auto-replied\r\n"); /* RFC 3834 5 */
+	wr_puts(&w, "MIME-Version: 1.0\r\n");
+	wr_puts(&w, "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"");
 	put_boundary(&w, r);
-	puts_(&w, "\"\r\n");
-	if (eight) puts_(&w, "Content-Transfer-Encoding: 8bit\r\n");
-	puts_(&w, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
+	wr_puts(&w, "\"\r\n");
+	if (eight) wr_puts(&w, "Content-Transfer-Encoding: 8bit\r\n");
+	wr_puts(&w, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
 
-	puts_(&w, "--");
+	wr_puts(&w, "--");
 	put_boundary(&w, r);
-	puts_(&w, "\r\nContent-Description: Notification\r\n"
+	wr_puts(&w, "\r\nContent-Description: Notification\r\n"
 		  "Content-Type: text/plain; charset=utf-8\r\n");
-	if (eight) puts_(&w, "Content-Transfer-Encoding: 8bit\r\n");
-	puts_(&w, "\r\n");
+	if (eight) wr_puts(&w, "Content-Transfer-Encoding: 8bit\r\n");
+	wr_puts(&w, "\r\n");
 	put_text(&w, r, hdrs);
 
-	puts_(&w, "\r\n--");
+	wr_puts(&w, "\r\n--");
 	put_boundary(&w, r);
-	puts_(&w, "\r\nContent-Description: Delivery report\r\n"
+	wr_puts(&w, "\r\nContent-Description: Delivery report\r\n"
 		  "Content-Type: message/delivery-status\r\n\r\n");
 	put_status(&w, r);
 
-	puts_(&w, "\r\n--");
+	wr_puts(&w, "\r\n--");
 	put_boundary(&w, r);
 	PUTS(&w, "\r\nContent-Description: ",
 	     failed    ? "Undelivered"
 	     : delayed ? "Delayed"
 		       : "Delivered",
 	     " Message", hdrs ? " Headers" : "", "\r\n");
-	puts_(&w,
+	wr_puts(&w,
 	      hdrs ? "Content-Type: text/rfc822-headers\r\n" : "Content-Type: message/rfc822\r\n");
-	if (r->orig_8bit) puts_(&w, "Content-Transfer-Encoding: 8bit\r\n");
-	puts_(&w, "\r\n");
+	if (r->orig_8bit) wr_puts(&w, "Content-Transfer-Encoding: 8bit\r\n");
+	wr_puts(&w, "\r\n");
 	return finish(&w, len);
 }
 
@@ -416,9 +387,9 @@ int dsn_suffix(const struct dsn_report *r, char *buf, size_t cap, size_t *len)
 	*len = 0;
 	if (!r->token || !good_token(r->token)) return DSN_EINVAL;
 	struct wr w = {.p = buf, .cap = cap};
-	puts_(&w, "\r\n--");
+	wr_puts(&w, "\r\n--");
 	put_boundary(&w, r);
-	puts_(&w, "--\r\n");
+	wr_puts(&w, "--\r\n");
 	return finish(&w, len);
 }
 

@@ -1,36 +1,11 @@
 #include "proto/sendas.h"
 #include "proto/date.h"
+#include "proto/wr.h"
 
 #include <stdio.h>
 #include <string.h>
 
 /* --- output: counts what it would need even past cap, writes only within */
-
-struct wr {
-	char *p;
-	size_t cap, len;
-	bool over; /* something did not fit: nothing more is written */
-};
-
-static void put(struct wr *w, const void *s, size_t n)
-{
-	if (!w->over && n <= w->cap && w->len <= w->cap - n)
-		memcpy(w->p + w->len, s, n);
-	else
-		w->over = true;
-	w->len += n;
-}
-
-static void puts_(struct wr *w, const char *s)
-{
-	put(w, s, strlen(s));
-}
-
-static void put_date(struct wr *w, int64_t now, int tz_off_min)
-{
-	char buf[RFC5322_DATE_MAX];
-	put(w, buf, rfc5322_date(buf, now, tz_off_min));
-}
 
 /* --- character classes */
 
@@ -460,12 +435,12 @@ static void subject_plain(struct wr *w, const char *h, const struct field *f, co
 			else
 				break;
 		}
-	put(w, h + f->start, f->val - f->start);
+	wr_put(w, h + f->start, f->val - f->start);
 	if (!(all_space(v, a) && all_space(v + b, n - b))) {
-		put(w, v, a);
-		put(w, v + b, n - b);
+		wr_put(w, v, a);
+		wr_put(w, v + b, n - b);
 	}
-	put(w, "\r\n", 2);
+	wr_put(w, "\r\n", 2);
 }
 
 /* Encoded-word writer (RFC 2047 2, 4, 5). A word is at most 66 octets, so
@@ -498,7 +473,7 @@ static size_t q_len(const unsigned char *p, size_t n)
 
 static void enc_sep(struct enc *e)
 {
-	if (e->any) put(e->w, "\r\n ", 3);
+	if (e->any) wr_put(e->w, "\r\n ", 3);
 	e->any = true;
 }
 
@@ -509,19 +484,19 @@ static void enc_flush(struct enc *e)
 	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	if (!e->len) return;
 	enc_sep(e);
-	put(e->w, "=?", 2);
-	put(e->w, e->cs, e->cslen);
-	put(e->w, e->enc == 'B' ? "?B?" : "?Q?", 3);
+	wr_put(e->w, "=?", 2);
+	wr_put(e->w, e->cs, e->cslen);
+	wr_put(e->w, e->enc == 'B' ? "?B?" : "?Q?", 3);
 	if (e->enc == 'Q') {
 		for (size_t i = 0; i < e->len; i++) {
 			unsigned char b = e->buf[i];
 			if (b == ' ') {
-				put(e->w, "_", 1);
+				wr_put(e->w, "_", 1);
 			} else if (q_literal(b)) {
-				put(e->w, &b, 1);
+				wr_put(e->w, &b, 1);
 			} else {
 				char x[3] = {'=', hex[b >> 4], hex[b & 15]};
-				put(e->w, x, 3);
+				wr_put(e->w, x, 3);
 			}
 		}
 	} else {
@@ -532,10 +507,10 @@ static void enc_flush(struct enc *e)
 			if (r > 2) x |= e->buf[i + 2];
 			char o[4] = {b64[x >> 18], b64[(x >> 12) & 63],
 				     r > 1 ? b64[(x >> 6) & 63] : '=', r > 2 ? b64[x & 63] : '='};
-			put(e->w, o, 4);
+			wr_put(e->w, o, 4);
 		}
 	}
-	put(e->w, "?=", 2);
+	wr_put(e->w, "?=", 2);
 	e->len = 0;
 }
 
@@ -612,12 +587,12 @@ static void subject_encoded(struct wr *w, const char *h, const struct field *f, 
 		}
 		idx++;
 	}
-	put(w, h + f->start, f->val - f->start);
+	wr_put(w, h + f->start, f->val - f->start);
 	if (lo == SIZE_MAX) {
-		put(w, "\r\n", 2);
+		wr_put(w, "\r\n", 2);
 		return;
 	}
-	put(w, " ", 1);
+	wr_put(w, " ", 1);
 	struct enc e = {.w = w};
 	unsigned char u[4];
 	size_t un = 0;
@@ -643,7 +618,7 @@ static void subject_encoded(struct wr *w, const char *h, const struct field *f, 
 			enc_flush(&e);
 			if (ew_parse(v, n, c.pos, &ow)) {
 				enc_sep(&e);
-				put(w, v + ow.start, ow.end - ow.start);
+				wr_put(w, v + ow.start, ow.end - ow.start);
 			}
 			continue;
 		}
@@ -652,7 +627,7 @@ static void subject_encoded(struct wr *w, const char *h, const struct field *f, 
 	}
 	if (un) enc_unit(&e, u, un, &ua);
 	enc_flush(&e);
-	put(w, "\r\n", 2);
+	wr_put(w, "\r\n", 2);
 }
 
 /* --- From */
@@ -748,9 +723,9 @@ static bool from_addr(const char *v, size_t n, size_t *s, size_t *e)
 
 static void put_sender(struct wr *w, const struct tag *t, const char *domain)
 {
-	put(w, t->name, t->name_len);
-	put(w, "@", 1);
-	puts_(w, domain);
+	wr_put(w, t->name, t->name_len);
+	wr_put(w, "@", 1);
+	wr_puts(w, domain);
 }
 
 static void from_rewrite(struct wr *w, const char *h, const struct field *f, const struct tag *t,
@@ -758,16 +733,16 @@ static void from_rewrite(struct wr *w, const char *h, const struct field *f, con
 {
 	const char *v = h + f->val;
 	size_t n = f->vend - f->val, s, e;
-	put(w, h + f->start, f->val - f->start);
+	wr_put(w, h + f->start, f->val - f->start);
 	if (from_addr(v, n, &s, &e)) {
-		put(w, v, s);
+		wr_put(w, v, s);
 		put_sender(w, t, domain);
-		put(w, v + e, n - e);
+		wr_put(w, v + e, n - e);
 	} else {
-		put(w, " ", 1);
+		wr_put(w, " ", 1);
 		put_sender(w, t, domain);
 	}
-	put(w, "\r\n", 2);
+	wr_put(w, "\r\n", 2);
 }
 
 /* --- the rewrite */
@@ -836,7 +811,7 @@ int sendas_rewrite(const struct sendas_params *p, const char *hdr, size_t n, cha
 			from_rewrite(&w, hdr, &f, &tag, p->domain);
 			res->changes |= SENDAS_FROM;
 		} else {
-			put(&w, hdr + f.start, f.end - f.start);
+			wr_put(&w, hdr + f.start, f.end - f.start);
 		}
 		i = f.end;
 	}
@@ -846,26 +821,26 @@ int sendas_rewrite(const struct sendas_params *p, const char *hdr, size_t n, cha
 	bool can_add = !(ins < n && is_wsp((unsigned char)hdr[ins]));
 	if (!can_add) has_from = has_date = has_msgid = true;
 	if (res->tagged && !has_from) {
-		puts_(&w, "From: ");
+		wr_puts(&w, "From: ");
 		put_sender(&w, &tag, p->domain);
-		put(&w, "\r\n", 2);
+		wr_put(&w, "\r\n", 2);
 		res->changes |= SENDAS_ADDED_FROM;
 	}
 	if (!has_date) { /* RFC 6409 8.2 */
-		puts_(&w, "Date: ");
-		put_date(&w, p->now, p->tz_off_min);
-		put(&w, "\r\n", 2);
+		wr_puts(&w, "Date: ");
+		wr_date(&w, p->now, p->tz_off_min);
+		wr_put(&w, "\r\n", 2);
 		res->changes |= SENDAS_ADDED_DATE;
 	}
 	if (!has_msgid) { /* RFC 6409 8.3 */
-		puts_(&w, "Message-ID: <");
-		puts_(&w, p->token);
-		put(&w, "@", 1);
-		puts_(&w, p->domain);
-		put(&w, ">\r\n", 3);
+		wr_puts(&w, "Message-ID: <");
+		wr_puts(&w, p->token);
+		wr_put(&w, "@", 1);
+		wr_puts(&w, p->domain);
+		wr_put(&w, ">\r\n", 3);
 		res->changes |= SENDAS_ADDED_MSGID;
 	}
-	put(&w, hdr + ins, n - ins); /* a partial last field, the empty line, the rest */
+	wr_put(&w, hdr + ins, n - ins); /* a partial last field, the empty line, the rest */
 	res->len = w.len;
 	if (w.over) {
 		res->tagged = false;

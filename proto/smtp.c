@@ -48,6 +48,7 @@
 
 #include "proto/addr.h"
 #include "proto/date.h"
+#include "proto/wr.h"
 #include "proto/sasl.h"
 #include "proto/smtp_reply.h"
 
@@ -1242,34 +1243,10 @@ const char *smtp_auth_password(const struct smtp_session *s, size_t *len)
 /* ------------------------------------------------------------------ */
 /* trace headers */
 
-struct wbuf {
-	char *p;
-	size_t len, cap;
-	bool over;
-};
-
-static void w_put(struct wbuf *w, const char *p, size_t n)
-{
-	if (w->over || n > w->cap - w->len) {
-		w->over = true;
-		return;
-	}
-	memcpy(w->p + w->len, p, n);
-	w->len += n;
-}
-
-static void w_puts(struct wbuf *w, const char *s) { w_put(w, s, strlen(s)); }
-
-static void w_date(struct wbuf *w, int64_t now, int tz_off_min)
-{
-	char buf[RFC5322_DATE_MAX];
-	w_put(w, buf, rfc5322_date(buf, now, tz_off_min));
-}
-
 size_t smtp_trace_headers(char *buf, size_t cap, const struct smtp_session *s, int domain,
 			  const char *id, int64_t now, int tz_off_min)
 {
-	struct wbuf w = {.p = buf, .cap = cap};
+	struct wr w = {.p = buf, .cap = cap};
 	const struct smtp_tx *tx = s->tx;
 	unsigned nrcpt = tx ? tx->nrcpt : 0;
 	const char *only = NULL;
@@ -1282,50 +1259,50 @@ size_t smtp_trace_headers(char *buf, size_t cap, const struct smtp_session *s, i
 		count++;
 	}
 	if (domain >= 0) {
-		w_puts(&w, "Return-Path: <");
-		w_puts(&w, smtp_tx_from(s));
-		w_puts(&w, ">\r\n");
+		wr_puts(&w, "Return-Path: <");
+		wr_puts(&w, smtp_tx_from(s));
+		wr_puts(&w, ">\r\n");
 		/* Recipients are stored once each (cmd_rcpt), so this is one
 		   line per distinct address. */
 		for (unsigned i = 0; i < nrcpt; i++) {
 			if (tx->rcpt[i].domain != domain)
 				continue;
 			/* bare, as Postfix and Dovecot write it */
-			w_puts(&w, "Delivered-To: ");
-			w_puts(&w, tx->rcpt[i].addr);
-			w_puts(&w, "\r\n");
+			wr_puts(&w, "Delivered-To: ");
+			wr_puts(&w, tx->rcpt[i].addr);
+			wr_puts(&w, "\r\n");
 		}
 	}
 	/* RFC 5321 4.4 and 3848: "from" is the EHLO name with the address it
 	   came from as TCP-info; we do no reverse lookup, so there is no
 	   name to put beside it. RFC 6531 3.7.3: UTF8SMTP* for SMTPUTF8. */
-	w_puts(&w, "Received: from ");
-	w_puts(&w, s->helo);
-	w_puts(&w, strchr(s->peer, ':') ? " ([IPv6:" : " ([");
-	w_puts(&w, s->peer);
-	w_puts(&w, "])\r\n\tby ");
-	w_puts(&w, s->pol->hostname);
-	w_puts(&w, " (mailpopbox) with ");
+	wr_puts(&w, "Received: from ");
+	wr_puts(&w, s->helo);
+	wr_puts(&w, strchr(s->peer, ':') ? " ([IPv6:" : " ([");
+	wr_puts(&w, s->peer);
+	wr_puts(&w, "])\r\n\tby ");
+	wr_puts(&w, s->pol->hostname);
+	wr_puts(&w, " (mailpopbox) with ");
 	if (!s->esmtp) {
-		w_puts(&w, "SMTP");
+		wr_puts(&w, "SMTP");
 	} else {
-		w_puts(&w, tx && tx->smtputf8 ? "UTF8SMTP" : "ESMTP");
+		wr_puts(&w, tx && tx->smtputf8 ? "UTF8SMTP" : "ESMTP");
 		if (s->tls)
-			w_puts(&w, "S");
+			wr_puts(&w, "S");
 		if (s->auth_domain >= 0)
-			w_puts(&w, "A");
+			wr_puts(&w, "A");
 	}
-	w_puts(&w, " id ");
-	w_puts(&w, id ? id : "");
+	wr_puts(&w, " id ");
+	wr_puts(&w, id ? id : "");
 	if (count == 1) {
 		/* RFC 5321 4.4: "for" only when it reveals no other recipient */
-		w_puts(&w, "\r\n\tfor <");
-		w_puts(&w, only);
-		w_puts(&w, ">; ");
+		wr_puts(&w, "\r\n\tfor <");
+		wr_puts(&w, only);
+		wr_puts(&w, ">; ");
 	} else {
-		w_puts(&w, ";\r\n\t");
+		wr_puts(&w, ";\r\n\t");
 	}
-	w_date(&w, now, tz_off_min);
-	w_puts(&w, "\r\n");
+	wr_date(&w, now, tz_off_min);
+	wr_puts(&w, "\r\n");
 	return w.over ? 0 : w.len;
 }

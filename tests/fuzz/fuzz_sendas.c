@@ -17,14 +17,7 @@
 #include <string.h>
 
 #include "proto/sendas.h"
-
-#define CHECK(c)                                                                                   \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #c);  \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#include "tests/fuzz/fuzz.h"
 
 static const struct sendas_params P = {
     .domain = "example.com", .token = "fuzz.1", .now = 1700000000, .tz_off_min = -90};

@@ -22,30 +22,7 @@
 #include <string.h>
 
 #include "proto/smtp.h"
-
-#define CHECK(c)                                                                           \
-	do {                                                                               \
-		if (!(c)) {                                                                \
-			fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #c); \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
-
-struct rec {
-	char *p;
-	size_t len, cap;
-};
-
-static void rec_put(struct rec *r, const void *p, size_t n)
-{
-	if (r->len + n > r->cap) {
-		r->cap = (r->len + n) * 2 + 64;
-		r->p = realloc(r->p, r->cap);
-		CHECK(r->p);
-	}
-	memcpy(r->p + r->len, p, n);
-	r->len += n;
-}
+#include "tests/fuzz/fuzz.h"
 
 struct run {
 	struct smtp_session s;
@@ -59,12 +36,6 @@ struct run {
 	const uint8_t *bits;
 	size_t nbits, bit;
 };
-
-static uint32_t lcg(uint32_t *x)
-{
-	*x = *x * 1103515245u + 12345u;
-	return *x >> 16;
-}
 
 static bool next_bit(struct run *r)
 {
@@ -295,13 +266,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&b, 0, sizeof b);
 	run(&a, data, size, false);
 	run(&b, data, size, true);
-	if (getenv("FUZZ_SMTP_DUMP")) /* to read what an input does */
-		fprintf(stderr, "%.*s\n", (int)a.tr.len, a.tr.p);
-	if (a.tr.len != b.tr.len || memcmp(a.tr.p, b.tr.p, a.tr.len) != 0) {
-		fprintf(stderr, "--- one read at a time:\n%.*s\n--- in pieces:\n%.*s\n",
-			(int)a.tr.len, a.tr.p, (int)b.tr.len, b.tr.p);
-		CHECK(!"the dialogue depends on how the input was cut");
-	}
+	rec_same(&a.tr, &b.tr, "FUZZ_SMTP_DUMP");
 	free(a.tr.p);
 	free(b.tr.p);
 	free(a.body.p);

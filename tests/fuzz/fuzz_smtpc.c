@@ -26,33 +26,9 @@
 #include <string.h>
 
 #include "proto/smtpc.h"
-
-#define CHECK(c)                                                                                   \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #c);  \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#include "tests/fuzz/fuzz.h"
 
 #define NRCPT 4
-
-struct rec {
-	char *p;
-	size_t len, cap;
-};
-
-static void rec_put(struct rec *r, const void *p, size_t n)
-{
-	if (n == 0) return;
-	if (r->len + n > r->cap) {
-		r->cap = (r->len + n) * 2 + 64;
-		r->p = realloc(r->p, r->cap);
-		CHECK(r->p);
-	}
-	memcpy(r->p + r->len, p, n);
-	r->len += n;
-}
 
 struct run {
 	struct smtpc_policy pol;
@@ -67,12 +43,6 @@ struct run {
 	unsigned idles;
 	bool tls_ok, body_ok;
 };
-
-static uint32_t lcg(uint32_t *x)
-{
-	*x = *x * 1103515245u + 12345u;
-	return *x >> 16;
-}
 
 static const char body[] = "Subject: x\r\n\r\n.line\r\n..\r\nlast\r\n";
 
@@ -296,12 +266,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&b, 0, sizeof b);
 	run(&a, data, size, false);
 	run(&b, data, size, true);
-	if (getenv("FUZZ_SMTPC_DUMP")) fprintf(stderr, "%.*s\n", (int)a.tr.len, a.tr.p);
-	if (a.tr.len != b.tr.len || memcmp(a.tr.p, b.tr.p, a.tr.len) != 0) {
-		fprintf(stderr, "--- one read at a time:\n%.*s\n--- in pieces:\n%.*s\n",
-			(int)a.tr.len, a.tr.p, (int)b.tr.len, b.tr.p);
-		CHECK(!"the dialogue depends on how the input was cut");
-	}
+	rec_same(&a.tr, &b.tr, "FUZZ_SMTPC_DUMP");
 	free(a.tr.p);
 	free(b.tr.p);
 	return 0;

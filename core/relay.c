@@ -1125,7 +1125,12 @@ static void idle_keep(struct xfer *x, struct link *l, const struct session_out *
 		      const char *ip, uint16_t port)
 {
 	struct idle_link *il = &thread_idle;
-	idle_close(x); /* the one kept before, if any */
+	if (il->valid) {
+		/* Not expected (deliver_domain closes it before a fresh session),
+		 * and x->s is the new session's now: no QUIT through it. */
+		link_close(&il->l);
+		il->valid = false;
+	}
 	snprintf(il->dest, sizeof il->dest, "%s", dest);
 	snprintf(il->host, sizeof il->host, "%s", host);
 	snprintf(il->ip, sizeof il->ip, "%s", ip);

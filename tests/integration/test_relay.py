@@ -236,6 +236,22 @@ class Reuse(RelayTestCase):
         tx = peer.wait_transactions(4)[3]
         self.assertEqual(tx.conn, 2)
 
+    def test_kept_only_for_the_same_destination(self):
+        """A connection kept for relay.test is not used for implicit.test,
+        though both reach the same server: the next destination closes it
+        (QUIT) and connects anew."""
+        peer = self.peer()
+        srv = self.server(peer.port)
+        for i, rcpt in enumerate([RCPT, "x@implicit.test", RCPT]):
+            submit(srv, [rcpt], message(to=rcpt, subject="dest %d" % i))
+            peer.wait_transactions(i + 1)
+            self.wait_queue_empty(srv)
+        txs = peer.wait_transactions(3)
+        self.assertEqual([t.rcpts for t in txs], [[RCPT], ["x@implicit.test"], [RCPT]])
+        self.assertEqual([t.conn for t in txs], [1, 2, 3])
+        for conn in (1, 2):
+            self.assertIn((conn, "QUIT"), peer.commands)
+
     def test_connection_dropped_while_idle_is_not_a_failure(self):
         """The server closed the kept connection: the next message goes on a
         new one at once, without a deferral."""

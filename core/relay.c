@@ -210,22 +210,6 @@ static void log_bad(const struct queue_entry *e)
 /* ------------------------------------------------------------------ */
 /* new entries: one id (relay_enqueued) or the directory scan (relay_kick) */
 
-/* Loads entry ID as queue_load() does, but removes nothing: an enqueue may
- * be writing its *.tmp files right now. 0 (e->error may be set), or
- * -errno when the entry is gone. */
-static int load_entry(const char *id, struct queue_entry *e)
-{
-	return queue_read_entry(R.qdirfd, id, e);
-}
-
-static bool msg_exists(const char *id)
-{
-	char name[QUEUE_ID_MAX + 8];
-	struct stat st;
-	snprintf(name, sizeof name, "%s.msg", id);
-	return fstatat(R.qdirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
-}
-
 /* Loads the entry ID and adds it to the list unless it is known already.
  * Called without the lock. 0 (added), -EEXIST (known, or gone meanwhile),
  * -ENOMEM, or -errno when its message file cannot be opened. Insertion
@@ -240,14 +224,16 @@ static int add_one(const char *id)
 	if (known) return -EEXIST;
 	struct rentry *r = calloc(1, sizeof *r);
 	if (!r) return -ENOMEM;
-	int rc = load_entry(id, &r->e);
+	/* as queue_load() does, but removing nothing: an enqueue may be
+	 * writing its *.tmp files right now */
+	int rc = queue_read_entry(R.qdirfd, id, &r->e);
 	if (rc != 0) {
 		free(r);
 		return rc;
 	}
 	r->st = r->e.error ? R_BAD : R_IDLE;
 	pthread_mutex_lock(&R.lock);
-	bool ok = list_find(id) < 0 && msg_exists(id) && (rc = list_insert(r)) == 0;
+	bool ok = list_find(id) < 0 && queue_exists(R.qdirfd, id) && (rc = list_insert(r)) == 0;
 	pthread_mutex_unlock(&R.lock);
 	if (!ok) {
 		entry_free(r);
@@ -1156,14 +1142,7 @@ static void decide_local(struct smtpc_msg *m, enum smtpc_result res, const char 
 	va_start(ap, fmt);
 	vsnprintf(diag, sizeof diag, fmt, ap);
 	va_end(ap);
-	for (unsigned i = 0; i < m->nrcpt; i++) {
-		struct smtpc_rcpt *r = &m->rcpt[i];
-		r->result = (uint8_t)res;
-		r->code = 0;
-		r->stage = SMTPC_W_NONE;
-		snprintf(r->status, sizeof r->status, "%s", status);
-		snprintf(r->diag, sizeof r->diag, "%s", diag);
-	}
+	smtpc_decide_local(m, res, status, diag);
 }
 
 static bool all_temp(const struct smtpc_msg *m)

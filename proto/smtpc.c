@@ -204,16 +204,29 @@ static bool room(const struct obuf *out)
 /* ------------------------------------------------------------------ */
 /* results */
 
-static void decide(struct smtpc_session *s, struct smtpc_rcpt *r, enum smtpc_result res,
-		   unsigned code, const char *status, enum smtpc_wait stage, const char *diag)
+static void set_result(struct smtpc_rcpt *r, enum smtpc_result res, unsigned code,
+		       const char *status, enum smtpc_wait stage, const char *diag)
 {
-	if (r->result != SMTPC_PENDING) return;
 	r->result = (uint8_t)res;
 	r->code = (uint16_t)code;
 	r->stage = (uint8_t)stage;
 	snprintf(r->status, sizeof r->status, "%s", status);
 	snprintf(r->diag, sizeof r->diag, "%s", diag);
+}
+
+static void decide(struct smtpc_session *s, struct smtpc_rcpt *r, enum smtpc_result res,
+		   unsigned code, const char *status, enum smtpc_wait stage, const char *diag)
+{
+	if (r->result != SMTPC_PENDING) return;
+	set_result(r, res, code, status, stage, diag);
 	if (res == SMTPC_TEMP && !s->mail_answered) s->try_next_mx = true;
+}
+
+void smtpc_decide_local(struct smtpc_msg *m, enum smtpc_result res, const char *status,
+			const char *diag)
+{
+	for (unsigned i = 0; i < m->nrcpt; i++)
+		set_result(&m->rcpt[i], res, 0, status, SMTPC_W_NONE, diag);
 }
 
 static enum smtpc_result by_class(unsigned code)

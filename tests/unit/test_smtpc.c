@@ -1124,3 +1124,12 @@ Test(smtpc, without_keep_the_session_quits)
 	smtpc_next(&H.s, &H.msg);
 	cr_assert_eq(H.rcpt[0].result, SMTPC_DELIVERED);
 }
+
+/* The core's own verdict (no server): every recipient, code 0, stage NONE. */
+Test(smtpc, decide_local_sets_every_recipient)
+{
+	smtpc_decide_local(&H.msg, SMTPC_PERM, "5.1.10", "null MX");
+	for (unsigned i = 0; i < 2; i++)
+		check_rcpt(i, SMTPC_PERM, 0, "5.1.10", SMTPC_W_NONE, "null MX");
+	cr_assert(smtpc_done(&H.s));
+}

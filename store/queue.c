@@ -503,6 +503,14 @@ static bool exists(int dfd, const char *name)
 	return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT;
 }
 
+bool queue_exists(int qdirfd, const char *id)
+{
+	char msg[QUEUE_ID_MAX + 16];
+	name_of(msg, sizeof msg, id, ".msg");
+	struct stat st;
+	return fstatat(qdirfd, msg, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
 int queue_dir_open(const char *path)
 {
 	char *p = strdup(path);
@@ -713,12 +721,19 @@ int queue_commit(struct queue_writer *w, struct queue_entry *e)
 	 * by positioned writes (the ring's) that leave the file offset alone. */
 	size_t len = 0;
 	char *text = queue_format(e, &len);
-	int rc = text ? pwrite_all(w->fd, text, len, (off_t)w->size) : -ENOMEM;
-	free(text);
-	if (rc == 0) {
+	int rc = -ENOMEM;
+	if (text) {
 		char foot[FOOTER_LEN + 1];
 		snprintf(foot, sizeof foot, FOOTER_MAGIC "%020llu\n", (unsigned long long)len);
-		rc = pwrite_all(w->fd, foot, FOOTER_LEN, (off_t)(w->size + len));
+		/* one write for both: the state text may be shorter than a page,
+		 * the footer always is */
+		char *both = realloc(text, len + FOOTER_LEN);
+		if (both) {
+			text = both;
+			memcpy(text + len, foot, FOOTER_LEN);
+			rc = pwrite_all(w->fd, text, len + FOOTER_LEN, (off_t)w->size);
+		}
+		free(text);
 	}
 	if (rc == 0 && fsync(w->fd) != 0) rc = -errno;
 	if (close(w->fd) != 0 && rc == 0) rc = -errno;

@@ -151,6 +151,8 @@ int queue_discard(int qdirfd, const char *id);
  * readable state (no ID.env, no trailer: corruption, or a version-1 file
  * left between its two renames) is reported, not deleted. */
 int queue_read_entry(int qdirfd, const char *id, struct queue_entry *e);
+/* Whether entry ID exists (its ID.msg is there). */
+bool queue_exists(int qdirfd, const char *id);
 /* Opens ID.msg for reading: the fd, or -errno. The message is its first
  * e->size octets; what follows is the trailer. */
 int queue_open_msg(int qdirfd, const char *id);

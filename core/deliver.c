@@ -60,9 +60,8 @@ struct wbatch {
 	uint16_t niov;
 	uint16_t left;     /* writes outstanding */
 	size_t total;
-	size_t copy_used;
-	char *copy;        /* bytes that live nowhere else */
-	char *own;         /* a malloc'd span (trace headers), freed with it */
+	size_t copy_used;  /* of copybuf: bytes that live nowhere else */
+	char *own;         /* a malloc'd span (headers), freed with it */
 	struct iovec iov[STAGE_IOV];
 	_Alignas(16) char copybuf[];
 };
@@ -110,16 +109,34 @@ static struct wbatch *wbatch_new(struct spool *sp, size_t copy_cap)
 	b->left = 0;
 	b->total = 0;
 	b->copy_used = 0;
-	b->copy = b->copybuf;
 	b->own = NULL;
+	return b;
+}
+
+/* A batch that starts with SPAN (malloc'd, N octets; owned from here on,
+ * also on failure) for file FILE (-1: every file), with COPY_CAP octets of
+ * room for body bytes copied later. NULL (and the spool's error set) when
+ * SPAN is missing or memory is short. */
+static struct wbatch *wbatch_span(struct spool *sp, char *span, size_t n, int file,
+				  size_t copy_cap)
+{
+	struct wbatch *b = span && n ? wbatch_new(sp, copy_cap) : NULL;
+	if (!b) {
+		free(span);
+		set_error(sp, -ENOMEM);
+		return NULL;
+	}
+	b->own = span;
+	b->file = file;
+	b->iov[0] = (struct iovec){span, n};
+	b->niov = 1;
+	b->total = n;
 	return b;
 }
 
 static void wbatch_free(struct worker *w, struct wbatch *b)
 {
 	buf_release(w, b->bid);
-	if (b->copy != b->copybuf)
-		free(b->copy);
 	free(b->own);
 	free(b);
 }
@@ -213,9 +230,7 @@ static void hold_release(struct spool *sp, size_t end)
 		size_t tn = trace_for(sp, f, &trace);
 		size_t total = tn + (out ? olen : 0) + (sp->hlen - end);
 		char *buf = tn ? malloc(total) : NULL;
-		struct wbatch *b = buf ? wbatch_new(sp, 0) : NULL;
-		if (!b) {
-			free(buf);
+		if (!buf) {
 			free(trace);
 			set_error(sp, -ENOMEM);
 			break;
@@ -227,12 +242,9 @@ static void hold_release(struct spool *sp, size_t end)
 		memcpy(buf + tn + (out ? olen : 0), sp->hdr + end, sp->hlen - end);
 		if (i == 0)
 			scan_dots(sp, buf + tn, total - tn);
-		b->file = (int)i;
-		b->copy = buf; /* freed with the batch */
-		b->iov[0] = (struct iovec){buf, total};
-		b->niov = 1;
-		b->total = total;
-		b->copy_used = total;
+		struct wbatch *b = wbatch_span(sp, buf, total, (int)i, 0);
+		if (!b)
+			break;
 		wbatch_submit(sp, b);
 	}
 	free(out);
@@ -321,8 +333,8 @@ void spool_body(void *ctx, const char *p, size_t n)
 				continue;
 			}
 			take = n < room ? n : room;
-			memcpy(b->copy + b->copy_used, p, take);
-			src = b->copy + b->copy_used;
+			memcpy(b->copybuf + b->copy_used, p, take);
+			src = b->copybuf + b->copy_used;
 			b->copy_used += take;
 		}
 		struct iovec *last = b->niov ? &b->iov[b->niov - 1] : NULL;
@@ -427,38 +439,18 @@ static void on_open(struct spool *sp, struct spool_file *f, int res)
 		set_error(sp, res);
 	} else {
 		f->fd = res;
-		if (sp->phase == SP_OPENING && sp->c && !sp->hold && sp->nfiles == 1) {
-			/* One file: the trace headers open the stage, so that
-			 * they and the first body spans make one writev (a
-			 * small message costs one write, not two). */
+		if (sp->phase == SP_OPENING && sp->c && !sp->hold) {
 			char *hdr = NULL;
 			size_t n = trace_for(sp, f, &hdr);
-			struct wbatch *b = n ? wbatch_new(sp, STAGE_COPY) : NULL;
-			if (!b) {
-				free(hdr);
-				set_error(sp, -ENOMEM);
+			if (sp->nfiles == 1) {
+				/* One file: the trace headers open the stage, so
+				 * that they and the first body spans make one
+				 * writev (a small message costs one write). */
+				sp->stage = wbatch_span(sp, hdr, n, -1, STAGE_COPY);
 			} else {
-				b->own = hdr;
-				b->iov[0] = (struct iovec){hdr, n};
-				b->niov = 1;
-				b->total = n;
-				sp->stage = b;
-			}
-		} else if (sp->phase == SP_OPENING && sp->c && !sp->hold) {
-			char *hdr = NULL;
-			size_t n = trace_for(sp, f, &hdr);
-			struct wbatch *b = n ? wbatch_new(sp, 0) : NULL;
-			if (!b) {
-				free(hdr);
-				set_error(sp, -ENOMEM);
-			} else {
-				b->file = (int)(f - sp->f);
-				b->copy = hdr; /* freed with the batch below */
-				b->iov[0] = (struct iovec){hdr, n};
-				b->niov = 1;
-				b->total = n;
-				b->copy_used = n;
-				wbatch_submit(sp, b);
+				struct wbatch *b = wbatch_span(sp, hdr, n, (int)(f - sp->f), 0);
+				if (b)
+					wbatch_submit(sp, b);
 			}
 		}
 	}

@@ -203,7 +203,8 @@ struct io_uring_sqe *worker_sqe(struct worker *w);
 void buf_release(struct worker *w, int32_t bid);
 int32_t pbuf_get(struct worker *w); /* a plaintext buffer, or -1 */
 char *buf_addr(struct worker *w, int32_t bid);
-/* Queues input; false only when memory ran out (the caller closes). */
+/* Queues input and takes the buffer bid; false only when memory ran out
+ * (the buffer is released then, and the caller closes). */
 bool conn_push_input(struct conn *c, char *p, uint32_t len, int32_t bid);
 /* The head chunk is consumed: releases its buffer, refills from overflow. */
 void conn_pop_input(struct conn *c);

@@ -411,10 +411,8 @@ int tls_rx(struct conn *c, const char *p, size_t n)
 		ERR_clear_error();
 		int r = SSL_read(t->ssl, buf, RBUF_SIZE);
 		if (r > 0) {
-			if (!conn_push_input(c, buf, (uint32_t)r, bid)) {
-				buf_release(c->w, bid);
+			if (!conn_push_input(c, buf, (uint32_t)r, bid))
 				return -1;
-			}
 			continue;
 		}
 		buf_release(c->w, bid);

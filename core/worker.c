@@ -355,8 +355,10 @@ bool conn_push_input(struct conn *c, char *p, uint32_t len, int32_t bid)
 		return true;
 	}
 	struct ichunk_node *n = malloc(sizeof *n);
-	if (!n)
+	if (!n) {
+		buf_release(c->w, bid);
 		return false;
+	}
 	n->next = NULL;
 	n->ch = ch;
 	if (c->ovf_tail)
@@ -533,7 +535,6 @@ static void on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
 		 * cancel took effect: kept (the ring bounds it), never
 		 * dropped, or a pipelining client would lose its session. */
 		if (!conn_push_input(c, w->bufs + (size_t)bid * RBUF_SIZE, (uint32_t)res, bid)) {
-			buf_release(w, bid);
 			c->out.len = 0;
 			conn_close(c);
 			return;
@@ -741,7 +742,6 @@ static void on_krecv(struct worker *w, struct conn *c, int res)
 				type = *CMSG_DATA(cm);
 		if (type == 23) {
 			if (!conn_push_input(c, buf_addr(w, bid), (uint32_t)res, bid)) {
-				buf_release(w, bid);
 				c->out.len = 0;
 				conn_close(c);
 				return;

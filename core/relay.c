@@ -123,6 +123,8 @@ static struct relay {
 	pthread_t sched;
 	pthread_t workers[RELAY_THREADS];
 	unsigned nworkers;
+	struct smtpc_policy pol;   /* relay.tls as configured */
+	struct smtpc_policy plain; /* opportunistic, after a failed handshake */
 	SSL_CTX *tls_verify; /* relay.tls = required: verify chain and name */
 	SSL_CTX *tls_any;    /* opportunistic: encrypt, verify nothing */
 	char *ns_csv;	     /* relay.nameservers joined, or NULL */
@@ -1180,6 +1182,42 @@ static const char *ares_why(int status)
 	return status == -ECANCELED ? "cancelled" : ares_strerror(status);
 }
 
+/* Delivers M over the thread's idle link to DEST when there is one: 1
+ * (the recipients are decided, *dr filled), 0 (no usable link: go the
+ * usual way; a link gone stale while idle is closed) or -ECANCELED. */
+static int idle_deliver(struct xfer *x, const char *id, const char *domain, const char *dest,
+			const struct smtpc_policy *pol, bool verify, struct smtpc_msg *m,
+			int msgfd, struct domain_result *dr)
+{
+	struct idle_link *il = &thread_idle;
+	if (il->valid && (mono_ms() - il->since > LINK_IDLE_MS || strcasecmp(il->dest, dest) != 0))
+		idle_close(x);
+	if (!il->valid)
+		return 0;
+	struct link l = il->l;
+	il->valid = false;
+	unsigned uses = il->uses + 1;
+	log_info("relay_attempt", "id=%s domain=%s host=%s addr=%s port=%u rcpts=%u reuse=%u", id,
+		 domain, il->host, il->ip, il->port, m->nrcpt, uses - 1);
+	struct session_out so = {0};
+	int c = session_run(&l, x, pol, m, msgfd, il->host, verify, id, &so, true);
+	if (c == -ECANCELED) {
+		link_close(&l);
+		return c;
+	}
+	if (x->s.try_next_mx && all_temp(m)) {
+		/* gone stale while idle: start again on a new connection */
+		log_info("relay_reuse_failed", "id=%s host=%s addr=%s", id, il->host, il->ip);
+		link_close(&l);
+		return 0;
+	}
+	_Static_assert(sizeof dr->host == sizeof il->host, "host names");
+	memcpy(dr->host, il->host, sizeof dr->host);
+	dr->ext = so.ext;
+	idle_set(x, &l, keepable(&so, m, uses), uses);
+	return 1;
+}
+
 /* Delivers m (the recipients of one domain). 0 with every recipient
  * decided and *dr filled, or -ECANCELED. */
 static int deliver_domain(struct xfer *x, const char *id, const char *domain, struct smtpc_msg *m,
@@ -1199,44 +1237,17 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 		return 0;
 	}
 	int ret = 0;
-	enum smtpc_tls tls = rc->tls == RELAY_TLS_REQUIRED ? SMTPC_TLS_REQUIRED
-			     : rc->tls == RELAY_TLS_NONE   ? SMTPC_TLS_NONE
-							   : SMTPC_TLS_OPPORTUNISTIC;
-	struct smtpc_policy pol = {.hostname = R.srv->cfg->hostname, .tls = tls};
-	struct smtpc_policy plain = {.hostname = R.srv->cfg->hostname, .tls = SMTPC_TLS_NONE};
+	/* In R, not here: a kept session points at its policy between messages. */
+	const struct smtpc_policy *pol = &R.pol, *plain = &R.plain;
+	enum smtpc_tls tls = pol->tls;
 	char dest[320];
 	if (rc->smarthost)
 		snprintf(dest, sizeof dest, "%s", rc->smarthost);
 	else
 		snprintf(dest, sizeof dest, "%s:%u", domain, (unsigned)rc->port);
-	struct idle_link *il = &thread_idle;
-	if (il->valid && (mono_ms() - il->since > LINK_IDLE_MS || strcasecmp(il->dest, dest) != 0))
-		idle_close(x);
-	if (il->valid) {
-		struct link l = il->l;
-		il->valid = false;
-		unsigned uses = il->uses + 1;
-		log_info("relay_attempt", "id=%s domain=%s host=%s addr=%s port=%u rcpts=%u reuse=%u",
-			 id, domain, il->host, il->ip, il->port, m->nrcpt, uses - 1);
-		struct session_out so = {0};
-		int c = session_run(&l, x, &pol, m, msgfd, il->host, tls == SMTPC_TLS_REQUIRED, id,
-				    &so, true);
-		if (c == -ECANCELED) {
-			link_close(&l);
-			return c;
-		}
-		if (x->s.try_next_mx && all_temp(m)) {
-			/* gone stale while idle: start again on a new connection */
-			log_info("relay_reuse_failed", "id=%s host=%s addr=%s", id, il->host, il->ip);
-			link_close(&l);
-		} else {
-			_Static_assert(sizeof dr->host == sizeof il->host, "host names");
-			memcpy(dr->host, il->host, sizeof dr->host);
-			dr->ext = so.ext;
-			idle_set(x, &l, keepable(&so, m, uses), uses);
-			return 0;
-		}
-	}
+	int reused = idle_deliver(x, id, domain, dest, pol, tls == SMTPC_TLS_REQUIRED, m, msgfd, dr);
+	if (reused != 0)
+		return reused < 0 ? reused : 0;
 	if (rc->smarthost) {
 		split_hostport(rc->smarthost, hosts[0].name, sizeof hosts[0].name, &port);
 		nhosts = 1;
@@ -1306,12 +1317,12 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 			else
 				((struct sockaddr_in *)&ss)->sin_port = htons(port);
 			tried++;
-			const struct smtpc_policy *p = &pol;
+			const struct smtpc_policy *p = pol;
 			for (int pass = 0; pass < 2; pass++) {
 				log_info("relay_attempt",
 					 "id=%s domain=%s host=%s addr=%s port=%u rcpts=%u%s", id,
 					 domain, hosts[h].name, ip, port, m->nrcpt,
-					 p == &plain ? " tls=retry_without" : "");
+					 p == plain ? " tls=retry_without" : "");
 				struct link l = {.fd = -1};
 				int c = link_connect(&ss, a.len[i], &l.fd);
 				if (c == -ECANCELED) {
@@ -1339,15 +1350,15 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 					ret = c;
 					goto out;
 				}
-				if (p == &pol)
+				if (p == pol)
 					idle_keep(x, &l, &so, m, dest, hosts[h].name, ip, port);
 				else
 					link_close(&l); /* plain after a failed handshake: not kept */
 				snprintf(dr->host, sizeof dr->host, "%s", hosts[h].name);
 				dr->ext = so.ext;
 				/* opportunistic: a failed handshake, try once more in plaintext */
-				if (so.tls_failed && tls == SMTPC_TLS_OPPORTUNISTIC && p == &pol) {
-					p = &plain;
+				if (so.tls_failed && tls == SMTPC_TLS_OPPORTUNISTIC && p == pol) {
+					p = plain;
 					continue;
 				}
 				/* RFC 5321 5.1: the host failed rather than the message */
@@ -1837,6 +1848,12 @@ int relay_start(struct server *srv)
 	const struct relay_config *rc = &srv->cfg->relay;
 	R.srv = srv;
 	R.rc = rc;
+	R.pol = (struct smtpc_policy){
+	    .hostname = srv->cfg->hostname,
+	    .tls = rc->tls == RELAY_TLS_REQUIRED ? SMTPC_TLS_REQUIRED
+		   : rc->tls == RELAY_TLS_NONE	 ? SMTPC_TLS_NONE
+						 : SMTPC_TLS_OPPORTUNISTIC};
+	R.plain = (struct smtpc_policy){.hostname = srv->cfg->hostname, .tls = SMTPC_TLS_NONE};
 	R.stop = false;
 	R.qdirfd = queue_dir_open(rc->queue);
 	if (R.qdirfd < 0) {

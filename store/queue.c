@@ -570,8 +570,8 @@ static void spare_name(char *buf, size_t cap, uint64_t k)
 	snprintf(buf, cap, SPARE_PREFIX "%llu", (unsigned long long)k);
 }
 
-/* A spare of QDIRFD's directory, opened for writing and truncated: the fd
- * (its name in buf), or -1 when there is none. */
+/* A spare of QDIRFD's directory (empty: spare_put truncated it), opened
+ * for writing: the fd (its name in buf), or -1 when there is none. */
 static int spare_take(int qdirfd, char *buf, size_t cap)
 {
 	for (;;) {
@@ -583,7 +583,7 @@ static int spare_take(int qdirfd, char *buf, size_t cap)
 		uint64_t k = spares.id[--spares.n];
 		pthread_mutex_unlock(&spares.lock);
 		spare_name(buf, cap, k);
-		int fd = openat(qdirfd, buf, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
+		int fd = openat(qdirfd, buf, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd >= 0) return fd;
 		unlinkat(qdirfd, buf, 0); /* gone or unusable: forget it */
 	}
@@ -594,7 +594,7 @@ static int spare_take(int qdirfd, char *buf, size_t cap)
 static int spare_put(int qdirfd, const char *name)
 {
 	pthread_mutex_lock(&spares.lock);
-	if (spares.n + 1 >= SPARE_MAX || !spare_dir(qdirfd, true)) {
+	if (spares.n >= SPARE_MAX || !spare_dir(qdirfd, true)) {
 		pthread_mutex_unlock(&spares.lock);
 		return -ENOSPC;
 	}

@@ -345,7 +345,12 @@ int queue_parse(const char *p, size_t n, struct queue_entry *e)
 	struct queue_rcpt *r = NULL;
 	bool ended = false;
 	while (p < end) {
-		if (ended) goto bad; /* anything after "end" */
+		if (ended) {
+			/* nothing after "end" but padding (queue_commit) */
+			for (; p < end; p++)
+				if (*p != ' ' && *p != '\n') goto bad;
+			break;
+		}
 		const char *lf = memchr(p, '\n', (size_t)(end - p));
 		if (!lf) goto bad; /* cut short */
 		const char *sp = memchr(p, ' ', (size_t)(lf - p));
@@ -532,14 +537,16 @@ int queue_dir_open(const char *path)
 }
 
 /* Spare files. A finished entry's file is not unlinked but renamed to
- * .spare.N and emptied, and the next entry is written into it: the
- * queue then allocates and frees no inode per message. That matters on
- * ext4 without a journal, where allocation skips every inode freed in the
- * last 30 seconds (ialloc.c, recently_deleted()) and a busy queue spent a
- * fifth of its CPU time there. The pool lives in this process (one
- * process per queue directory); queue_load() unlinks the spares a
- * previous process left. */
+ * .spare.N, and the next entry is written over it: the queue then
+ * allocates and frees no inode (and, for like-sized messages, no block)
+ * per message. Inodes matter on ext4 without a journal, where allocation
+ * skips every inode freed in the last 30 seconds (ialloc.c,
+ * recently_deleted()) and a busy queue spent a fifth of its CPU time
+ * there; emptying the spare cost another 4%. The pool lives in this
+ * process (one process per queue directory); queue_load() unlinks the
+ * spares a previous process left. */
 #define SPARE_MAX 512
+#define SPARE_KEEP (64 * 1024)
 #define SPARE_PREFIX ".spare."
 static struct {
 	pthread_mutex_t lock;
@@ -570,9 +577,9 @@ static void spare_name(char *buf, size_t cap, uint64_t k)
 	snprintf(buf, cap, SPARE_PREFIX "%llu", (unsigned long long)k);
 }
 
-/* A spare of QDIRFD's directory (empty: spare_put truncated it), opened
- * for writing: the fd (its name in buf), or -1 when there is none. */
-static int spare_take(int qdirfd, char *buf, size_t cap)
+/* A spare of QDIRFD's directory, opened for writing: the fd (its name in
+ * buf, its size in *was), or -1 when there is none. */
+static int spare_take(int qdirfd, char *buf, size_t cap, uint64_t *was)
 {
 	for (;;) {
 		pthread_mutex_lock(&spares.lock);
@@ -584,7 +591,12 @@ static int spare_take(int qdirfd, char *buf, size_t cap)
 		pthread_mutex_unlock(&spares.lock);
 		spare_name(buf, cap, k);
 		int fd = openat(qdirfd, buf, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-		if (fd >= 0) return fd;
+		struct stat st;
+		if (fd >= 0 && fstat(fd, &st) == 0) {
+			*was = (uint64_t)st.st_size;
+			return fd;
+		}
+		if (fd >= 0) close(fd);
 		unlinkat(qdirfd, buf, 0); /* gone or unusable: forget it */
 	}
 }
@@ -603,12 +615,18 @@ static int spare_put(int qdirfd, const char *name)
 	char sp[48];
 	spare_name(sp, sizeof sp, k);
 	if (renameat(qdirfd, name, qdirfd, sp) != 0) return -errno;
-	/* Emptied now, not when reused: an idle spare holds no disk space
-	 * and no old mail. (Renamed first: a crash in between leaves a spare,
-	 * which the next start removes, never a truncated entry.) */
-	int fd = openat(qdirfd, sp, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
-	bool kept = fd >= 0;
-	if (fd >= 0) close(fd);
+	/* Kept as it is, blocks and all: the next entry is written over it
+	 * (queue_commit) and allocates nothing. Only a big one is emptied,
+	 * so that the pool holds at most SPARE_MAX * SPARE_KEEP octets.
+	 * (Renamed first: a crash in between leaves a spare, which the next
+	 * start removes, never a truncated entry.) */
+	struct stat st;
+	bool kept = fstatat(qdirfd, sp, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
+	if (kept && st.st_size > SPARE_KEEP) {
+		int fd = openat(qdirfd, sp, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
+		kept = fd >= 0;
+		if (fd >= 0) close(fd);
+	}
 	pthread_mutex_lock(&spares.lock);
 	kept = kept && spares.n < SPARE_MAX;
 	if (kept) spares.id[spares.n++] = k;
@@ -634,7 +652,7 @@ int queue_open(int qdirfd, int64_t now, struct queue_writer *w)
 		name_of(tmp, sizeof tmp, w->id, ".msg.tmp");
 		/* an id is never reused, even across restarts with a recycled pid */
 		if (exists(qdirfd, msg) || exists(qdirfd, env)) continue;
-		if ((w->fd = spare_take(qdirfd, w->tmp, sizeof w->tmp)) >= 0) return 0;
+		if ((w->fd = spare_take(qdirfd, w->tmp, sizeof w->tmp, &w->was)) >= 0) return 0;
 		memcpy(w->tmp, tmp, sizeof w->tmp);
 		w->fd = openat(qdirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (w->fd >= 0) return 0;
@@ -709,6 +727,10 @@ static int dir_fsync_grouped(int dfd)
  * before it, fixed width, so that a reader finds the state from the end. */
 #define FOOTER_MAGIC "mailpopbox-env "
 #define FOOTER_LEN (sizeof FOOTER_MAGIC - 1 + 20 + 1)
+/* Entry files are padded to a multiple of this (the file system's block,
+ * which they take in any case), or up to PAD_MAX to a spare's old size. */
+#define QUEUE_ALIGN 4096
+#define PAD_MAX (16 * 1024)
 
 int queue_commit(struct queue_writer *w, struct queue_entry *e)
 {
@@ -723,19 +745,32 @@ int queue_commit(struct queue_writer *w, struct queue_entry *e)
 	char *text = queue_format(e, &len);
 	int rc = -ENOMEM;
 	if (text) {
-		char foot[FOOTER_LEN + 1];
-		snprintf(foot, sizeof foot, FOOTER_MAGIC "%020llu\n", (unsigned long long)len);
-		/* one write for both: the state text may be shorter than a page,
-		 * the footer always is */
-		char *both = realloc(text, len + FOOTER_LEN);
+		/* The file's size: a whole number of blocks, or a spare's old
+		 * size when that is a little more. Written over a spare of the
+		 * same size, the entry then allocates no block and changes no
+		 * inode field that fdatasync must write: its commit is one data
+		 * write and a cache flush. The padding ends the state text
+		 * (queue_parse skips it); the footer counts it. */
+		uint64_t need = w->size + len + FOOTER_LEN;
+		uint64_t size = (need + QUEUE_ALIGN - 1) / QUEUE_ALIGN * QUEUE_ALIGN;
+		if (w->was > size && w->was - need <= PAD_MAX) size = w->was;
+		size_t pad = (size_t)(size - need);
+		char *both = realloc(text, len + pad + FOOTER_LEN);
 		if (both) {
 			text = both;
+			memset(text + len, ' ', pad);
+			if (pad) text[len + pad - 1] = '\n';
+			len += pad;
+			char foot[FOOTER_LEN + 1];
+			snprintf(foot, sizeof foot, FOOTER_MAGIC "%020llu\n", (unsigned long long)len);
 			memcpy(text + len, foot, FOOTER_LEN);
 			rc = pwrite_all(w->fd, text, len + FOOTER_LEN, (off_t)w->size);
 		}
 		free(text);
+		/* a bigger spare: what is left of its old content goes */
+		if (rc == 0 && w->was > size && ftruncate(w->fd, (off_t)size) != 0) rc = -errno;
 	}
-	if (rc == 0 && fsync(w->fd) != 0) rc = -errno;
+	if (rc == 0 && fdatasync(w->fd) != 0) rc = -errno;
 	if (close(w->fd) != 0 && rc == 0) rc = -errno;
 	w->fd = -1;
 	if (rc) goto fail;

@@ -4,15 +4,18 @@
  * Every call here blocks (plain write/fsync/rename) and runs on a helper
  * thread, never on a ring thread. An entry is one file, ID.msg: the message
  * as it goes out (CRLF lines, no dot-stuffing), then the entry's state as
- * it was at acceptance, then a fixed-width footer giving the length of that
- * state text (the message is the file's first `size` octets). It is written
- * as ID.msg.tmp, fsynced, renamed into place and the directory fsynced:
- * ID.msg appearing is what makes an entry exist, and queue_commit() returns
- * only after that is durable. One file creation, one fsync and one rename
- * per entry. A crash leaves at worst *.tmp files, which were never
- * acknowledged: queue_load() removes them. A finished entry's file is kept
- * as a spare (.spare.N) and reused for the next one, so a busy queue
- * allocates no inodes (see spare_take in queue.c).
+ * it was at acceptance, padding (spaces, a newline) up to a whole number of
+ * 4 KiB blocks, then a fixed-width footer giving the length of that state
+ * text and padding (the message is the file's first `size` octets). It is
+ * written as ID.msg.tmp, fdatasynced, renamed into place and the directory
+ * fsynced: ID.msg appearing is what makes an entry exist, and
+ * queue_commit() returns only after that is durable. One file creation,
+ * one fdatasync and one rename per entry. A crash leaves at worst *.tmp
+ * files, which were never acknowledged: queue_load() removes them. A
+ * finished entry's file is kept as a spare (.spare.N) and the next entry
+ * is written over it: a busy queue of like-sized messages allocates no
+ * inode and no block, and its fdatasync writes the data alone (see
+ * spare_put and queue_commit in queue.c).
  *
  * After an attempt the state goes to a second file, ID.env, rewritten
  * atomically and durably (queue_update); when it exists it supersedes the
@@ -107,12 +110,14 @@ struct queue_writer {
 	int qdirfd;
 	int fd; /* the file named tmp */
 	uint64_t size;
+	uint64_t was; /* a spare's size when taken (its old content), else 0 */
 	char id[QUEUE_ID_MAX];
 	char tmp[QUEUE_ID_MAX + 16]; /* ID.msg.tmp, or a spare file reused */
 };
 /* Picks a fresh id (from NOW, the clock's microseconds, pid and a counter;
  * never one that exists) and opens a file to write: a spare (the file of
- * a finished entry, truncated) or a new ID.msg.tmp. 0 or -errno. */
+ * a finished entry, written over from offset 0) or a new ID.msg.tmp.
+ * 0 or -errno. */
 int queue_open(int qdirfd, int64_t now, struct queue_writer *w);
 /* 0 or -errno (then call queue_abort). */
 int queue_write(struct queue_writer *w, const void *p, size_t n);

@@ -158,6 +158,7 @@ static void load_expect_one(const struct queue_entry *e)
 }
 
 static const char MSG[] = "Subject: hi\r\n\r\nbody\r\n.line\r\n";
+static unsigned spare_seq; /* the pool names spares .spare.0, .1, ... */
 
 /* ------------------------------------------------------------------ */
 
@@ -171,19 +172,24 @@ Test(queue, create_and_load_round_trip)
 	char want[512];
 	snprintf(want, sizeof want, "%s.msg", e.id);
 	cr_assert_str_eq(listing(), want, "one file per entry");
-	/* the message, then the state as accepted, then the footer */
+	/* the message, the state as accepted, padding up to a whole block,
+	 * then the footer, which counts state and padding */
 	size_t len, tlen;
 	char name[128];
 	snprintf(name, sizeof name, "%s.msg", e.id);
 	const char *m = get_file(name, &len);
 	char *t = queue_format(&e, &tlen);
+	cr_assert_eq(len, 4096, "padded to one block: %zu", len);
+	size_t state = len - 36 - (sizeof MSG - 1);
 	char foot[64];
-	snprintf(foot, sizeof foot, "mailpopbox-env %020zu\n", tlen);
+	snprintf(foot, sizeof foot, "mailpopbox-env %020zu\n", state);
 	cr_assert_eq(strlen(foot), 36);
-	cr_assert_eq(len, sizeof MSG - 1 + tlen + 36);
 	cr_assert(!memcmp(m, MSG, sizeof MSG - 1));
 	cr_assert(!memcmp(m + sizeof MSG - 1, t, tlen), "trailer:\n%s", m + sizeof MSG - 1);
-	cr_assert(!memcmp(m + sizeof MSG - 1 + tlen, foot, 36));
+	for (size_t i = sizeof MSG - 1 + tlen; i < len - 37; i++)
+		cr_assert_eq(m[i], ' ', "padding at %zu", i);
+	cr_assert_eq(m[len - 37], '\n');
+	cr_assert(!memcmp(m + len - 36, foot, 36));
 	free(t);
 
 	load_expect_one(&e);
@@ -519,6 +525,9 @@ Test(queue, parser_refuses_what_the_formatter_never_writes)
 	} cases[] = {
 	    {"rcpts 1\n%R%end\n", 0},
 	    {"rcpts 1\n%R%end\nx", -EBADMSG}, /* after end */
+	    {"rcpts 1\n%R%end\n    \n", 0},	      /* padding after end */
+	    {"rcpts 1\n%R%end\n  \n x", -EBADMSG},
+	    {"rcpts 1\n%R%end\n\t", -EBADMSG},
 	    {"rcpts 1\n%R%end", -EBADMSG},    /* no LF */
 	    {"rcpts 1\n%R%", -EBADMSG},	      /* no end */
 	    {"rcpts 2\n%R%end\n", -EBADMSG},  /* count */
@@ -631,8 +640,8 @@ Test(queue, discard)
 }
 
 /* A finished entry's file becomes a spare and the next entry is written
- * into it: the same inode, truncated, nothing of the old message left;
- * a restart removes spares. */
+ * over it: the same inode, the same size (no block freed or allocated),
+ * nothing of the old message left; a restart removes spares. */
 Test(queue, finished_files_are_reused)
 {
 	static const char BIG[] = "Subject: a longer first message\r\n\r\nxxxxxxxxxxxxxxxxxxxx\r\n";
@@ -645,10 +654,10 @@ Test(queue, finished_files_are_reused)
 	cr_assert_eq(fstatat(qfd, name, &st1, 0), 0);
 	cr_assert_eq(queue_discard(qfd, e.id), 0);
 	cr_assert_str_eq(listing(), "");
-	/* the spare is empty while it waits: no space held, no old mail */
+	/* the spare keeps its blocks while it waits */
 	struct stat sst;
 	cr_assert_eq(fstatat(qfd, ".spare.0", &sst, 0), 0);
-	cr_assert_eq(sst.st_size, 0);
+	cr_assert_eq(sst.st_size, st1.st_size);
 	cr_assert_eq(sst.st_ino, st1.st_ino);
 	struct queue_entry f;
 	sample(&f);
@@ -656,6 +665,10 @@ Test(queue, finished_files_are_reused)
 	snprintf(name, sizeof name, "%s.msg", f.id);
 	cr_assert_eq(fstatat(qfd, name, &st2, 0), 0);
 	cr_assert_eq(st1.st_ino, st2.st_ino, "the spare was not reused");
+	cr_assert_eq(st1.st_size, st2.st_size, "written over, not truncated");
+	size_t flen;
+	const char *fm = get_file(name, &flen);
+	cr_assert_null(memmem(fm, flen, "longer first", 12), "old message left in the file");
 	/* the relay removes through its own fd of the same directory */
 	int fd2 = open(dir, O_RDONLY | O_DIRECTORY);
 	struct queue_entry g;
@@ -699,6 +712,50 @@ Test(queue, finished_files_are_reused)
 	closedir(d);
 	queue_entry_free(&e);
 	queue_entry_free(&f);
+}
+
+/* Spares of other sizes: one a little bigger is padded to its size; one
+ * much bigger is cut to whole blocks; one over 64 KiB is emptied when it
+ * becomes a spare (the pool holds at most 512 x 64 KiB). Each entry loads
+ * back whole. */
+static uint64_t spare_round(const char *body, size_t n, uint64_t *spare_size)
+{
+	struct queue_entry e;
+	sample(&e);
+	cr_assert_eq(queue_create(qfd, &e, body, n, 1700000000), 0);
+	cr_assert_eq(queue_discard(qfd, e.id), 0);
+	queue_entry_free(&e);
+	char sp[64];
+	snprintf(sp, sizeof sp, ".spare.%llu", (unsigned long long)spare_seq++);
+	struct stat st;
+	cr_assert_eq(fstatat(qfd, sp, &st, 0), 0, "%s", sp);
+	*spare_size = (uint64_t)st.st_size;
+	sample(&e);
+	cr_assert_eq(queue_create(qfd, &e, MSG, sizeof MSG - 1, 1700000000), 0);
+	char name[128];
+	snprintf(name, sizeof name, "%s.msg", e.id);
+	cr_assert_eq(fstatat(qfd, name, &st, 0), 0);
+	load_expect_one(&e);
+	cr_assert_eq(queue_discard(qfd, e.id), 0);
+	spare_seq++;
+	queue_entry_free(&e);
+	return (uint64_t)st.st_size;
+}
+
+Test(queue, spares_of_other_sizes)
+{
+	static char big[200 * 1024];
+	memset(big, 'x', sizeof big);
+	uint64_t was;
+	/* 8 KiB of message: a 12 KiB spare, padded to */
+	cr_assert_eq(spare_round(big, 8 * 1024, &was), 12288);
+	cr_assert_eq(was, 12288);
+	/* 40 KiB: a 44 KiB spare, cut to one block */
+	cr_assert_eq(spare_round(big, 40 * 1024, &was), 4096);
+	cr_assert_eq(was, 45056);
+	/* 100 KiB: emptied as it became a spare, then grown to one block */
+	cr_assert_eq(spare_round(big, 100 * 1024, &was), 4096);
+	cr_assert_eq(was, 0);
 }
 
 Test(queue, remove)

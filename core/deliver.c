@@ -85,6 +85,7 @@ struct spool {
 	size_t hls;            /* a line start in hdr with no empty line before */
 	struct queue_entry qe; /* the relay recipients' envelope */
 	bool qstarted;         /* its commit has begun (or was skipped) */
+	unsigned qrcpts;       /* qe.nrcpt when the relay took qe */
 	bool dotline;          /* a stored line starts with "." */
 	bool mid_line;         /* the text so far does not end in LF */
 	char id[40];
@@ -504,7 +505,7 @@ static void qopen_done(struct pool_job *j)
 }
 
 /* Weak: a build without the relay runner still queues durably. */
-__attribute__((weak)) void relay_enqueued(const char *id) { (void)id; }
+__attribute__((weak)) void relay_enqueued(struct queue_entry *e) { (void)e; }
 
 static int qcommit_job(struct pool_job *j)
 {
@@ -544,7 +545,8 @@ static void qcommit_done(struct pool_job *j)
 		set_error(sp, res);
 	} else {
 		f->renamed = true;
-		relay_enqueued(f->qw.id);
+		sp->qrcpts = sp->qe.nrcpt;
+		relay_enqueued(&sp->qe); /* takes it: the relay needs no re-read */
 	}
 	file_done(sp);
 }
@@ -797,7 +799,7 @@ static void finish(struct spool *sp)
 		struct spool_file *f = &sp->f[i];
 		if (f->renamed && !sp->error && f->dom < 0)
 			log_info("queued", "conn=%u id=%s queue_id=%s rcpts=%u size=%llu",
-				 c ? c->id : 0, sp->id, f->qw.id, sp->qe.nrcpt,
+				 c ? c->id : 0, sp->id, f->qw.id, sp->qrcpts,
 				 (unsigned long long)f->off);
 		else if (f->renamed && !sp->error)
 			log_info("delivered", "conn=%u id=%s domain=%s size=%llu", c ? c->id : 0,

@@ -1,7 +1,8 @@
 /*
  * The relay runner (SPEC 5). Reading order: the module state and the
  * scheduler (which entry is due), how new entries become known
- * (relay_enqueued() for one id, the directory scan behind relay_kick()),
+ * (relay_enqueued() hands over one entry, the directory scan behind
+ * relay_kick() finds the rest),
  * one attempt for one entry (group by domain, deliver, record, DSN,
  * remove), then the network layer under it: DNS with c-ares, connect, TLS,
  * and the loop that drives proto/smtpc over the socket.
@@ -24,7 +25,7 @@
  * waiting on a disk or a network.
  *
  * The module state is one static struct (there is one queue per process),
- * so that store-level code can announce an entry by its id alone.
+ * so that the engine can hand over an entry without a handle.
  *
  * Crash safety: results are applied to the entry and made durable with
  * queue_update() after each attempt, before any DSN; a DSN is written (and
@@ -102,7 +103,7 @@ struct rentry {
 
 struct newid {
 	struct newid *next;
-	char id[QUEUE_ID_MAX];
+	struct rentry *r;
 };
 
 static struct relay {
@@ -210,7 +211,7 @@ static void log_bad(const struct queue_entry *e)
 }
 
 /* ------------------------------------------------------------------ */
-/* new entries: one id (relay_enqueued) or the directory scan (relay_kick) */
+/* new entries: handed over (relay_enqueued) or the directory scan (relay_kick) */
 
 /* Loads the entry ID and adds it to the list unless it is known already.
  * Called without the lock. 0 (added), -EEXIST (known, or gone meanwhile),
@@ -294,8 +295,19 @@ static void scan(void)
 	if (added) log_debug("relay_scan", "new=%u", added);
 }
 
-/* The ids that relay_enqueued() announced: each loaded alone, no scan. If
- * one cannot be loaded for want of memory, a full scan catches it later. */
+/* Adds an entry relay_enqueued() handed over, unless it is known already
+ * or gone: as in add_one(), a scan may have found its file first and a
+ * delivery thread finished it meanwhile, and it must not come back. */
+static void add_new(struct rentry *r)
+{
+	r->st = R_IDLE;
+	pthread_mutex_lock(&R.lock);
+	bool ok = list_find(r->e.id) < 0 && queue_exists(R.qdirfd, r->e.id) && list_insert(r) == 0;
+	pthread_mutex_unlock(&R.lock);
+	if (!ok) entry_free(r);
+}
+
+/* The entries relay_enqueued() announced, in commit order. */
 static void load_new(struct newid *l)
 {
 	/* newest first on the list: reverse, so entries come in commit order */
@@ -306,14 +318,12 @@ static void load_new(struct newid *l)
 		rev = l;
 		l = nx;
 	}
-	bool oom = false;
 	while (rev) {
 		struct newid *nx = rev->next;
-		if (!oom && add_one(rev->id) == -ENOMEM) oom = true;
+		add_new(rev->r);
 		free(rev);
 		rev = nx;
 	}
-	if (oom) relay_kick();
 }
 
 /* ------------------------------------------------------------------ */
@@ -456,15 +466,19 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-void relay_enqueued(const char *id)
+void relay_enqueued(struct queue_entry *e)
 {
 	struct newid *n = malloc(sizeof *n);
-	if (!n || strlen(id) >= sizeof n->id) {
+	struct rentry *r = n ? calloc(1, sizeof *r) : NULL;
+	if (!r) {
 		free(n);
+		queue_entry_free(e);
 		relay_kick(); /* the full scan finds it */
 		return;
 	}
-	memcpy(n->id, id, strlen(id) + 1);
+	r->e = *e;
+	memset(e, 0, sizeof *e);
+	n->r = r;
 	pthread_mutex_lock(&R.lock);
 	if (R.started && !R.stop) {
 		n->next = R.newids;
@@ -473,7 +487,10 @@ void relay_enqueued(const char *id)
 		pthread_cond_signal(&R.sched_cv);
 	}
 	pthread_mutex_unlock(&R.lock);
-	free(n);
+	if (n) {
+		entry_free(n->r);
+		free(n);
+	}
 }
 
 void relay_kick(void)
@@ -1830,6 +1847,7 @@ static void free_all(void)
 	R.ready = R.ready_tail = NULL;
 	while (R.newids) {
 		struct newid *nx = R.newids->next;
+		entry_free(R.newids->r);
 		free(R.newids);
 		R.newids = nx;
 	}

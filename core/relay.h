@@ -15,9 +15,10 @@
  *                  queue_load() (which removes crash leftovers) must not
  *                  race a worker's queue_commit(). 0, or -1 with the cause
  *                  on stderr (exit 2).
- *   relay_enqueued(id)  the entry ID was just committed: the scheduler
- *                  loads that one entry (ID.env) soon, without a directory
- *                  scan. Any thread, any time (before start and after stop
+ *   relay_enqueued(e)  the entry *e was just committed: the relay takes
+ *                  what it owns (*e is left empty) and the scheduler adds
+ *                  it soon, with no directory scan and no re-read of its
+ *                  file. Any thread, any time (before start and after stop
  *                  it does nothing useful and no harm); takes a mutex that
  *                  is only ever held for list operations, never across I/O.
  *   relay_kick()   rescan the whole directory soon (same rules). The
@@ -31,12 +32,13 @@
 #define MPB_RELAY_H
 
 struct server;
+struct queue_entry;
 
 #define RELAY_THREADS 8
 #define RELAY_RESCAN_S 60
 
 int relay_start(struct server *srv);
-void relay_enqueued(const char *id);
+void relay_enqueued(struct queue_entry *e);
 void relay_kick(void);
 void relay_stop(void);
 

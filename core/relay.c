@@ -101,11 +101,6 @@ struct rentry {
 	struct rentry *rnext; /* ready FIFO */
 };
 
-struct newid {
-	struct newid *next;
-	struct rentry *r;
-};
-
 static struct relay {
 	pthread_mutex_t lock;
 	pthread_cond_t sched_cv; /* kick, stop, an entry back from a thread */
@@ -113,7 +108,6 @@ static struct relay {
 	unsigned parked[RELAY_THREADS];	   /* waiting threads, last parked on top */
 	unsigned nparked;
 	bool started, stop, kicked;
-	struct newid *newids; /* relay_enqueued(), newest first */
 	struct server *srv;
 	const struct relay_config *rc;
 	int qdirfd;
@@ -295,37 +289,6 @@ static void scan(void)
 	if (added) log_debug("relay_scan", "new=%u", added);
 }
 
-/* Adds an entry relay_enqueued() handed over, unless it is known already
- * or gone: as in add_one(), a scan may have found its file first and a
- * delivery thread finished it meanwhile, and it must not come back. */
-static void add_new(struct rentry *r)
-{
-	r->st = R_IDLE;
-	pthread_mutex_lock(&R.lock);
-	bool ok = list_find(r->e.id) < 0 && queue_exists(R.qdirfd, r->e.id) && list_insert(r) == 0;
-	pthread_mutex_unlock(&R.lock);
-	if (!ok) entry_free(r);
-}
-
-/* The entries relay_enqueued() announced, in commit order. */
-static void load_new(struct newid *l)
-{
-	/* newest first on the list: reverse, so entries come in commit order */
-	struct newid *rev = NULL;
-	while (l) {
-		struct newid *nx = l->next;
-		l->next = rev;
-		rev = l;
-		l = nx;
-	}
-	while (rev) {
-		struct newid *nx = rev->next;
-		add_new(rev->r);
-		free(rev);
-		rev = nx;
-	}
-}
-
 /* ------------------------------------------------------------------ */
 /* scheduler and delivery threads */
 
@@ -337,14 +300,6 @@ static void *sched_main(void *arg)
 	int64_t next_scan = now_s() + RELAY_RESCAN_S; /* relay_start() loaded the rest */
 	pthread_mutex_lock(&R.lock);
 	while (!R.stop) {
-		if (R.newids) {
-			struct newid *l = R.newids;
-			R.newids = NULL;
-			pthread_mutex_unlock(&R.lock);
-			load_new(l);
-			pthread_mutex_lock(&R.lock);
-			continue;
-		}
 		if (R.kicked || now_s() >= next_scan) {
 			R.kicked = false;
 			pthread_mutex_unlock(&R.lock);
@@ -372,7 +327,7 @@ static void *sched_main(void *arg)
 				next = r->e.next_try;
 			}
 		}
-		if (R.stop || R.kicked || R.newids) continue;
+		if (R.stop || R.kicked) continue;
 		if (next > next_scan) next = next_scan; /* the periodic rescan */
 		struct timespec ts = {.tv_sec = (time_t)next, .tv_nsec = 0};
 		pthread_cond_timedwait(&R.sched_cv, &R.lock, &ts);
@@ -454,9 +409,10 @@ static void *worker_main(void *arg)
 			list_remove(r);
 			entry_free(r);
 		} else {
+			/* the scheduler times its next try */
 			r->st = rc == ATTEMPT_BAD ? R_BAD : R_IDLE;
+			pthread_cond_signal(&R.sched_cv);
 		}
-		pthread_cond_signal(&R.sched_cv);
 	}
 	pthread_mutex_unlock(&R.lock);
 	idle_close(thread_xfer);
@@ -468,28 +424,34 @@ static void *worker_main(void *arg)
 
 void relay_enqueued(struct queue_entry *e)
 {
-	struct newid *n = malloc(sizeof *n);
-	struct rentry *r = n ? calloc(1, sizeof *r) : NULL;
+	struct rentry *r = calloc(1, sizeof *r);
 	if (!r) {
-		free(n);
 		queue_entry_free(e);
 		relay_kick(); /* the full scan finds it */
 		return;
 	}
 	r->e = *e;
 	memset(e, 0, sizeof *e);
-	n->r = r;
+	/* Straight to the ready list and a parked delivery thread: no
+	 * scheduler in between. (A scan may have found the file first: then
+	 * the id is known. If a thread even finished it meanwhile, the
+	 * attempt finds its file gone and drops it.) */
 	pthread_mutex_lock(&R.lock);
-	if (R.started && !R.stop) {
-		n->next = R.newids;
-		R.newids = n;
-		n = NULL;
-		pthread_cond_signal(&R.sched_cv);
+	int rc = !R.started || R.stop || list_find(r->e.id) >= 0 ? -EEXIST : list_insert(r);
+	if (rc == 0) {
+		r->st = R_READY;
+		r->rnext = NULL;
+		if (R.ready_tail)
+			R.ready_tail->rnext = r;
+		else
+			R.ready = r;
+		R.ready_tail = r;
+		wake_one();
 	}
 	pthread_mutex_unlock(&R.lock);
-	if (n) {
-		entry_free(n->r);
-		free(n);
+	if (rc != 0) {
+		entry_free(r);
+		if (rc == -ENOMEM) relay_kick();
 	}
 }
 
@@ -1661,6 +1623,21 @@ static int attempt(struct rentry *re)
 		e->next_try = now_s() + DSN_RETRY_S;
 		goto out;
 	}
+	/* The message file, first: also the proof that the entry still
+	 * exists (one announced just as a scan found it may be finished
+	 * already, its file a spare by now). */
+	msgfd = queue_open_msg(R.qdirfd, e->id);
+	if (msgfd == -ENOENT) {
+		log_debug("relay_gone", "id=%s", e->id);
+		ret = ATTEMPT_REMOVED;
+		goto out;
+	}
+	if (msgfd < 0) {
+		log_error("queue_entry_bad", "id=%s error=message_missing reason=%s", e->id,
+			  log_q((char[128]){0}, 128, strerror(-msgfd)));
+		ret = ATTEMPT_BAD;
+		goto out;
+	}
 	unsigned ngroups = queue_group_by_domain(e, group);
 	if (R.rc->smarthost && ngroups > 1) {
 		/* Everything goes to one host: one transaction carries all. */
@@ -1668,15 +1645,6 @@ static int attempt(struct rentry *re)
 			if (group[i] != QUEUE_NO_GROUP)
 				group[i] = 0;
 		ngroups = 1;
-	}
-	if (ngroups) {
-		msgfd = queue_open_msg(R.qdirfd, e->id);
-		if (msgfd < 0) {
-			log_error("queue_entry_bad", "id=%s error=message_missing reason=%s", e->id,
-				  log_q((char[128]){0}, 128, strerror(-msgfd)));
-			ret = ATTEMPT_BAD;
-			goto out;
-		}
 	}
 	struct smtpc_msg m = {
 	    .from = e->from ? e->from : "",
@@ -1845,12 +1813,6 @@ static void free_all(void)
 	R.v = NULL;
 	R.n = R.cap = 0;
 	R.ready = R.ready_tail = NULL;
-	while (R.newids) {
-		struct newid *nx = R.newids->next;
-		entry_free(R.newids->r);
-		free(R.newids);
-		R.newids = nx;
-	}
 	SSL_CTX_free(R.tls_verify);
 	SSL_CTX_free(R.tls_any);
 	R.tls_verify = R.tls_any = NULL;

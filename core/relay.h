@@ -16,9 +16,9 @@
  *                  race a worker's queue_commit(). 0, or -1 with the cause
  *                  on stderr (exit 2).
  *   relay_enqueued(e)  the entry *e was just committed: the relay takes
- *                  what it owns (*e is left empty) and the scheduler adds
- *                  it soon, with no directory scan and no re-read of its
- *                  file. Any thread, any time (before start and after stop
+ *                  what it owns (*e is left empty) and hands it to a parked
+ *                  delivery thread, with no directory scan, no re-read of
+ *                  its file and no scheduler in between. Any thread, any time (before start and after stop
  *                  it does nothing useful and no harm); takes a mutex that
  *                  is only ever held for list operations, never across I/O.
  *   relay_kick()   rescan the whole directory soon (same rules). The

@@ -294,6 +294,19 @@ static void scan(void)
 
 static void wake_one(void);
 
+/* Appends r to the ready FIFO and wakes a delivery thread. Lock held. */
+static void make_ready(struct rentry *r)
+{
+	r->st = R_READY;
+	r->rnext = NULL;
+	if (R.ready_tail)
+		R.ready_tail->rnext = r;
+	else
+		R.ready = r;
+	R.ready_tail = r;
+	wake_one();
+}
+
 static void *sched_main(void *arg)
 {
 	(void)arg;
@@ -315,14 +328,7 @@ static void *sched_main(void *arg)
 			struct rentry *r = R.v[i];
 			if (r->st != R_IDLE) continue;
 			if (r->e.next_try <= now) {
-				r->st = R_READY;
-				r->rnext = NULL;
-				if (R.ready_tail)
-					R.ready_tail->rnext = r;
-				else
-					R.ready = r;
-				R.ready_tail = r;
-				wake_one();
+				make_ready(r);
 			} else if (r->e.next_try < next) {
 				next = r->e.next_try;
 			}
@@ -439,14 +445,7 @@ void relay_enqueued(struct queue_entry *e)
 	pthread_mutex_lock(&R.lock);
 	int rc = !R.started || R.stop || list_find(r->e.id) >= 0 ? -EEXIST : list_insert(r);
 	if (rc == 0) {
-		r->st = R_READY;
-		r->rnext = NULL;
-		if (R.ready_tail)
-			R.ready_tail->rnext = r;
-		else
-			R.ready = r;
-		R.ready_tail = r;
-		wake_one();
+		make_ready(r);
 	}
 	pthread_mutex_unlock(&R.lock);
 	if (rc != 0) {

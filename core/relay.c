@@ -1627,7 +1627,9 @@ static int attempt(struct rentry *re)
 	 * already, its file a spare by now). */
 	msgfd = queue_open_msg(R.qdirfd, e->id);
 	if (msgfd == -ENOENT) {
-		log_debug("relay_gone", "id=%s", e->id);
+		log_warn("relay_entry_gone", "id=%s reason=\"its message file is gone (finished "
+			 "meanwhile, or removed)\"", e->id);
+		queue_discard(R.qdirfd, e->id); /* a state file left alone */
 		ret = ATTEMPT_REMOVED;
 		goto out;
 	}

@@ -429,6 +429,26 @@ class Retry(RelayTestCase):
         time.sleep(1.5)
         self.assertEqual(len(peer.transactions), 1)
 
+    def test_message_file_removed(self):
+        """An operator removes a deferred entry's message file: the next
+        try says so in the log, sends nothing and clears the state file."""
+        peer = self.peer()
+        peer.rcpt_reply = lambda addr, conn: "451 4.7.1 later" if conn == 1 else None
+        srv = self.server(peer.port, retry=["2s"])
+        submit(srv, [RCPT], message(subject="removed"))
+        srv.wait_log(r"event=relay_deferred .*rcpt=rcpt@relay\.test")
+        entries = self.queue_entries(srv)
+        self.assertEqual(len(entries), 1)
+        ident = entries[0][:-4]
+        deadline = time.monotonic() + 10
+        while ident + ".env" not in self.queue_files(srv) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.unlink(os.path.join(srv.config["relay"]["queue"], entries[0]))
+        srv.wait_log(r"event=relay_entry_gone id=%s " % re.escape(ident), timeout=20)
+        self.wait_queue_empty(srv)
+        self.assertEqual(peer.transactions, [])
+        self.assertTrue(srv.running())
+
     def test_delay_notification(self):
         """NOTIFY=DELAY,FAILURE: one delay report after a 4xx, then none
         when it is delivered."""

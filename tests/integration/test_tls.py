@@ -162,21 +162,31 @@ class StartTLS(TLSTestCase):
         self.assertEqual(harness.size_suffix(name), len(data))
         self.assertEqual(harness.split_trace(data)[1], msg)
 
-    def test_sendas(self):
-        """SPEC 4: [sendas:NAME] in the Subject of an authenticated message
-        rewrites From:, the Subject and the envelope sender."""
-        srv = self.server()
+    def sendas_data(self, srv):
+        """An authenticated STARTTLS session from mailbox@DOMAIN1 to a
+        DOMAIN2 address, after DATA's 354."""
         r, _ = self.starttls(srv)
         self.assertEqual(self.auth(r, USER1, PASSWORDS[DOMAIN1])[0], 235)
         r.expect(250, "MAIL FROM:<mailbox@%s>" % DOMAIN1)
         r.expect(250, "RCPT TO:<friend@%s>" % DOMAIN2)
         r.expect(354, "DATA")
+        return r
+
+    def sendas_delivered(self, srv):
+        """(trace lines, the rest) of the one file delivered to DOMAIN2."""
+        files = srv.wait_new(DOMAIN2, 1)
+        self.assertEqual(len(files), 1)
+        return harness.split_trace(files[0][1])
+
+    def test_sendas(self):
+        """SPEC 4: [sendas:NAME] in the Subject of an authenticated message
+        rewrites From:, the Subject and the envelope sender."""
+        srv = self.server()
+        r = self.sendas_data(srv)
         r.send(b"From: Jane Doe <mailbox@example.test>\r\nTo: friend@other.test\r\n"
                b"Subject: [SendAs: sales.team] Quarterly numbers\r\n\r\nbody\r\n.\r\n")
         r.expect(250)
-        files = srv.wait_new(DOMAIN2, 1)
-        self.assertEqual(len(files), 1)
-        trace, rest = harness.split_trace(files[0][1])
+        trace, rest = self.sendas_delivered(srv)
         self.assertEqual(trace[0], b"Return-Path: <sales.team@example.test>\r\n")
         head = rest.split(b"\r\n\r\n", 1)[0].decode()
         self.assertIn("From: Jane Doe <sales.team@example.test>\r\n", head + "\r\n")
@@ -187,19 +197,14 @@ class StartTLS(TLSTestCase):
         """The header block arriving a few octets per TLS record (the server
         holds it until its empty line) is rewritten the same way."""
         srv = self.server()
-        r, _ = self.starttls(srv)
-        self.assertEqual(self.auth(r, USER1, PASSWORDS[DOMAIN1])[0], 235)
-        r.expect(250, "MAIL FROM:<mailbox@%s>" % DOMAIN1)
-        r.expect(250, "RCPT TO:<friend@%s>" % DOMAIN2)
-        r.expect(354, "DATA")
+        r = self.sendas_data(srv)
         head = (b"From: Jane Doe <mailbox@example.test>\r\nTo: friend@other.test\r\n"
                 b"Subject: [sendas:pieces] split up\r\n\r\n")
         for i in range(0, len(head), 3):
             r.send(head[i:i + 3])   # one TLS record each
         r.send(b"body\r\n.\r\n")
         r.expect(250)
-        files = srv.wait_new(DOMAIN2, 1)
-        trace, rest = harness.split_trace(files[0][1])
+        trace, rest = self.sendas_delivered(srv)
         self.assertEqual(trace[0], b"Return-Path: <pieces@example.test>\r\n")
         hdr = rest.split(b"\r\n\r\n", 1)[0].decode() + "\r\n"
         self.assertIn("From: Jane Doe <pieces@example.test>\r\n", hdr)

@@ -466,21 +466,8 @@ bad:
 
 static _Atomic uint64_t queue_seq;
 
-static int write_all(int fd, const void *p, size_t n)
-{
-	const char *c = p;
-	while (n) {
-		ssize_t w = write(fd, c, n);
-		if (w < 0) {
-			if (errno == EINTR) continue;
-			return -errno;
-		}
-		c += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
+/* Positioned: the ring writes a message's body by offset and leaves the
+ * file offset alone, so every write here names its place too. */
 static int pwrite_all(int fd, const void *p, size_t n, off_t off)
 {
 	const char *c = p;
@@ -512,8 +499,7 @@ bool queue_exists(int qdirfd, const char *id)
 {
 	char msg[QUEUE_ID_MAX + 16];
 	name_of(msg, sizeof msg, id, ".msg");
-	struct stat st;
-	return fstatat(qdirfd, msg, &st, AT_SYMLINK_NOFOLLOW) == 0;
+	return exists(qdirfd, msg);
 }
 
 int queue_dir_open(const char *path)
@@ -555,8 +541,10 @@ static struct {
 	ino_t ino; /* the relay hold it open through different fds) */
 	unsigned n;
 	uint64_t next;
-	uint64_t id[SPARE_MAX];
-} spares = {PTHREAD_MUTEX_INITIALIZER, false, 0, 0, 0, 0, {0}};
+	struct {
+		uint64_t k, size; /* .spare.K, SIZE octets */
+	} v[SPARE_MAX];
+} spares = {PTHREAD_MUTEX_INITIALIZER, false, 0, 0, 0, 0, {{0, 0}}};
 
 /* Whether QDIRFD is the pool's directory; binds the pool to it when BIND
  * and the pool is not bound yet. Called with the lock held. */
@@ -587,22 +575,19 @@ static int spare_take(int qdirfd, char *buf, size_t cap, uint64_t *was)
 			pthread_mutex_unlock(&spares.lock);
 			return -1;
 		}
-		uint64_t k = spares.id[--spares.n];
+		spares.n--;
+		uint64_t k = spares.v[spares.n].k;
+		*was = spares.v[spares.n].size;
 		pthread_mutex_unlock(&spares.lock);
 		spare_name(buf, cap, k);
 		int fd = openat(qdirfd, buf, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-		struct stat st;
-		if (fd >= 0 && fstat(fd, &st) == 0) {
-			*was = (uint64_t)st.st_size;
-			return fd;
-		}
-		if (fd >= 0) close(fd);
+		if (fd >= 0) return fd;
 		unlinkat(qdirfd, buf, 0); /* gone or unusable: forget it */
 	}
 }
 
-/* Makes NAME an empty spare instead of unlinking it: 0, or -errno (then
- * the caller unlinks; -ENOENT when NAME is gone). */
+/* Makes NAME a spare instead of unlinking it: 0, or -errno (then the
+ * caller unlinks; -ENOENT when NAME is gone). */
 static int spare_put(int qdirfd, const char *name)
 {
 	pthread_mutex_lock(&spares.lock);
@@ -622,14 +607,20 @@ static int spare_put(int qdirfd, const char *name)
 	 * start removes, never a truncated entry.) */
 	struct stat st;
 	bool kept = fstatat(qdirfd, sp, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
-	if (kept && st.st_size > SPARE_KEEP) {
+	uint64_t size = kept ? (uint64_t)st.st_size : 0;
+	if (kept && size > SPARE_KEEP) {
 		int fd = openat(qdirfd, sp, O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW);
 		kept = fd >= 0;
 		if (fd >= 0) close(fd);
+		size = 0;
 	}
 	pthread_mutex_lock(&spares.lock);
 	kept = kept && spares.n < SPARE_MAX;
-	if (kept) spares.id[spares.n++] = k;
+	if (kept) {
+		spares.v[spares.n].k = k;
+		spares.v[spares.n].size = size;
+		spares.n++;
+	}
 	pthread_mutex_unlock(&spares.lock);
 	if (!kept) unlinkat(qdirfd, sp, 0);
 	return 0;
@@ -663,7 +654,7 @@ int queue_open(int qdirfd, int64_t now, struct queue_writer *w)
 
 int queue_write(struct queue_writer *w, const void *p, size_t n)
 {
-	int rc = write_all(w->fd, p, n);
+	int rc = pwrite_all(w->fd, p, n, (off_t)w->size);
 	if (rc == 0) w->size += n;
 	return rc;
 }
@@ -739,8 +730,6 @@ int queue_commit(struct queue_writer *w, struct queue_entry *e)
 	name_of(msg, sizeof msg, w->id, ".msg");
 	memcpy(e->id, w->id, sizeof e->id);
 	e->size = w->size;
-	/* At the message's end by offset: the message may have been written
-	 * by positioned writes (the ring's) that leave the file offset alone. */
 	size_t len = 0;
 	char *text = queue_format(e, &len);
 	int rc = -ENOMEM;
@@ -812,7 +801,7 @@ static int write_env_tmp(int qdirfd, const struct queue_entry *e)
 	char *text = queue_format(e, &len);
 	if (!text) return -ENOMEM;
 	int fd = openat(qdirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	int rc = fd < 0 ? -errno : write_all(fd, text, len);
+	int rc = fd < 0 ? -errno : pwrite_all(fd, text, len, 0);
 	if (rc == 0 && fsync(fd) != 0) rc = -errno;
 	if (fd >= 0 && close(fd) != 0 && rc == 0) rc = -errno;
 	free(text);

@@ -9,8 +9,8 @@
  * text and padding (the message is the file's first `size` octets). It is
  * written as ID.msg.tmp, fdatasynced, renamed into place and the directory
  * fsynced: ID.msg appearing is what makes an entry exist, and
- * queue_commit() returns only after that is durable. One file creation,
- * one fdatasync and one rename per entry. A crash leaves at worst *.tmp
+ * queue_commit() returns only after that is durable. One file (a spare
+ * reused, or a new one), one fdatasync and one rename per entry. A crash leaves at worst *.tmp
  * files, which were never acknowledged: queue_load() removes them. A
  * finished entry's file is kept as a spare (.spare.N) and the next entry
  * is written over it: a busy queue of like-sized messages allocates no

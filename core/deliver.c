@@ -85,7 +85,6 @@ struct spool {
 	size_t hls;            /* a line start in hdr with no empty line before */
 	struct queue_entry qe; /* the relay recipients' envelope */
 	bool qstarted;         /* its commit has begun (or was skipped) */
-	unsigned qrcpts;       /* qe.nrcpt when the relay took qe */
 	bool dotline;          /* a stored line starts with "." */
 	bool mid_line;         /* the text so far does not end in LF */
 	char id[40];
@@ -545,7 +544,9 @@ static void qcommit_done(struct pool_job *j)
 		set_error(sp, res);
 	} else {
 		f->renamed = true;
-		sp->qrcpts = sp->qe.nrcpt;
+		log_info("queued", "conn=%u id=%s queue_id=%s rcpts=%u size=%llu",
+			 sp->c ? sp->c->id : 0, sp->id, f->qw.id, sp->qe.nrcpt,
+			 (unsigned long long)f->off);
 		relay_enqueued(&sp->qe); /* takes it: the relay needs no re-read */
 	}
 	file_done(sp);
@@ -797,11 +798,8 @@ static void finish(struct spool *sp)
 	struct conn *c = sp->c;
 	for (unsigned i = 0; i < sp->nfiles; i++) {
 		struct spool_file *f = &sp->f[i];
-		if (f->renamed && !sp->error && f->dom < 0)
-			log_info("queued", "conn=%u id=%s queue_id=%s rcpts=%u size=%llu",
-				 c ? c->id : 0, sp->id, f->qw.id, sp->qrcpts,
-				 (unsigned long long)f->off);
-		else if (f->renamed && !sp->error)
+		/* (a queue entry logs "queued" when it is committed) */
+		if (f->renamed && !sp->error && f->dom >= 0)
 			log_info("delivered", "conn=%u id=%s domain=%s size=%llu", c ? c->id : 0,
 				 sp->id, srv->cfg->domains[f->dom].name, (unsigned long long)f->off);
 	}

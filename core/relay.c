@@ -444,9 +444,8 @@ void relay_enqueued(struct queue_entry *e)
 	 * attempt finds its file gone and drops it.) */
 	pthread_mutex_lock(&R.lock);
 	int rc = !R.started || R.stop || list_find(r->e.id) >= 0 ? -EEXIST : list_insert(r);
-	if (rc == 0) {
+	if (rc == 0)
 		make_ready(r);
-	}
 	pthread_mutex_unlock(&R.lock);
 	if (rc != 0) {
 		entry_free(r);
@@ -1379,11 +1378,12 @@ static int maildrop_of(const struct queue_entry *e)
 	return config_find_domain(cfg, d, strlen(d));
 }
 
-/* Writes tmp/NAME (Return-Path, prefix, the original or its header block,
- * suffix), fsyncs, renames into new/NAME,S=SIZE and fsyncs new/ (SPEC 6).
- * 0 or -errno; nothing is left in tmp/ on failure. */
+/* Writes tmp/NAME (Return-Path, prefix, the original - the first MSIZE
+ * octets of MFD, the entry's message file - or its header block, suffix),
+ * fsyncs, renames into new/NAME,S=SIZE and fsyncs new/ (SPEC 6). 0 or
+ * -errno; nothing is left in tmp/ on failure. */
 static int dsn_store(const struct maildir *md, const struct dsn_report *rep, char *final,
-		     size_t fcap, const char *id, uint64_t msize, char *buf, size_t bcap)
+		     size_t fcap, int mfd, uint64_t msize, char *buf, size_t bcap)
 {
 	bool sync = R.srv->cfg->sync == SYNC_FULL;
 	size_t plen, slen;
@@ -1415,14 +1415,14 @@ static int dsn_store(const struct maildir *md, const struct dsn_report *rep, cha
 	rc = write_all(fd, rp, sizeof rp - 1);
 	if (rc == 0) rc = write_all(fd, pre, plen);
 	if (pre != buf) free(pre);
-	int mfd = rc == 0 ? queue_open_msg(R.qdirfd, id) : -1;
-	if (rc == 0 && mfd < 0) rc = mfd;
 	if (rc == 0) {
 		bool hdrs = dsn_headers_only(rep);
 		unsigned hst = 0;
 		char chunk[16384];
-		for (uint64_t left = msize; left;) {
-			ssize_t k = read(mfd, chunk, left < sizeof chunk ? (size_t)left : sizeof chunk);
+		for (uint64_t off = 0; off < msize;) {
+			uint64_t left = msize - off;
+			ssize_t k = pread(mfd, chunk, left < sizeof chunk ? (size_t)left : sizeof chunk,
+					  (off_t)off);
 			if (k < 0 && errno == EINTR) continue;
 			if (k < 0) {
 				rc = -errno;
@@ -1432,14 +1432,13 @@ static int dsn_store(const struct maildir *md, const struct dsn_report *rep, cha
 				rc = -EIO; /* shorter than the entry says */
 				break;
 			}
-			left -= (uint64_t)k;
+			off += (uint64_t)k;
 			size_t take = hdrs ? dsn_headers_scan(&hst, chunk, (size_t)k) : (size_t)k;
 			if ((rc = write_all(fd, chunk, take)) != 0) break;
 			size += take;
 			if (hdrs && hst == DSN_HDRS_DONE) break;
 		}
 	}
-	if (mfd >= 0) close(mfd);
 	if (rc == 0) rc = write_all(fd, suf, slen);
 	if (rc == 0 && sync && fsync(fd) != 0) rc = -errno;
 	if (close(fd) != 0 && rc == 0) rc = -errno;
@@ -1455,10 +1454,11 @@ static int dsn_store(const struct maildir *md, const struct dsn_report *rep, cha
 }
 
 /* Sends what DSNs the entry owes (SPEC 5, RFC 3461): failures and
- * successes once each, a delay report once. Sets the flags that record
+ * successes once each, a delay report once, quoting the message from
+ * MSGFD (the attempt's open message file). Sets the flags that record
  * them. Returns true when flags changed; *failed when a DSN was owed and
  * could not be stored (the entry must stay to try again). */
-static bool dsn_round(struct queue_entry *e, bool *failed)
+static bool dsn_round(struct queue_entry *e, int msgfd, bool *failed)
 {
 	*failed = false;
 	bool changed = false;
@@ -1542,7 +1542,7 @@ static bool dsn_round(struct queue_entry *e, bool *failed)
 	};
 	char final[MAILDIR_NAME_MAX + 32];
 	char *buf = malloc(16384);
-	int rc = buf ? dsn_store(&R.srv->maildirs[md], &rep, final, sizeof final, e->id, e->size, buf, 16384)
+	int rc = buf ? dsn_store(&R.srv->maildirs[md], &rep, final, sizeof final, msgfd, e->size, buf, 16384)
 		     : -ENOMEM;
 	free(buf);
 	if (rc) {
@@ -1759,7 +1759,7 @@ static int attempt(struct rentry *re)
 		log_error("queue_update_failed", "id=%s reason=%s", e->id,
 			  log_q((char[128]){0}, 128, strerror(-urc)));
 	bool dsn_failed;
-	bool changed = dsn_round(e, &dsn_failed);
+	bool changed = dsn_round(e, msgfd, &dsn_failed);
 	if (dsn_failed && e->next_try < now + DSN_RETRY_S) e->next_try = now + DSN_RETRY_S;
 	if (all_final(e)) {
 		int rrc = queue_remove(R.qdirfd, e->id);

@@ -56,7 +56,6 @@
 #include <openssl/x509v3.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1111,19 +1110,6 @@ struct domain_result {
 	uint32_t ext;
 };
 
-static void decide_local(struct smtpc_msg *m, enum smtpc_result res, const char *status,
-			 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void decide_local(struct smtpc_msg *m, enum smtpc_result res, const char *status,
-			 const char *fmt, ...)
-{
-	char diag[SMTPC_DIAG_MAX];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(diag, sizeof diag, fmt, ap);
-	va_end(ap);
-	smtpc_decide_local(m, res, status, diag);
-}
-
 static bool all_temp(const struct smtpc_msg *m)
 {
 	for (unsigned i = 0; i < m->nrcpt; i++)
@@ -1209,8 +1195,8 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 	ares_channel ch;
 	int st = thread_channel(&ch);
 	if (st != ARES_SUCCESS) {
-		decide_local(m, SMTPC_TEMP, "4.4.3", "resolver setup failed: %s",
-			     ares_strerror(st));
+		smtpc_decide_local(m, SMTPC_TEMP, "4.4.3", "resolver setup failed: %s",
+				   ares_strerror(st));
 		return 0;
 	}
 	int ret = 0;
@@ -1234,13 +1220,13 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 		thread_channel_check(ret ? ret : q.status);
 		if (ret) goto out;
 		if (q.null_mx) {
-			decide_local(m, SMTPC_PERM, "5.1.10",
-				     "domain %s accepts no mail (null MX, RFC 7505)", domain);
+			smtpc_decide_local(m, SMTPC_PERM, "5.1.10",
+					   "domain %s accepts no mail (null MX, RFC 7505)", domain);
 			goto out;
 		}
 		if (q.status == ARES_ENOTFOUND) {
-			decide_local(m, SMTPC_PERM, "5.1.2",
-				     "domain %s does not exist (DNS NXDOMAIN)", domain);
+			smtpc_decide_local(m, SMTPC_PERM, "5.1.2",
+					   "domain %s does not exist (DNS NXDOMAIN)", domain);
 			goto out;
 		}
 		if (q.status == ARES_ENODATA) {
@@ -1249,8 +1235,8 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 			nhosts = 1;
 			implicit = true;
 		} else if (q.status != ARES_SUCCESS) {
-			decide_local(m, SMTPC_TEMP, "4.4.3", "MX lookup for %s failed: %s", domain,
-				     ares_why(q.status));
+			smtpc_decide_local(m, SMTPC_TEMP, "4.4.3", "MX lookup for %s failed: %s",
+					   domain, ares_why(q.status));
 			goto out;
 		} else {
 			memcpy(hosts, q.hosts, q.n * sizeof hosts[0]);
@@ -1276,8 +1262,9 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 		if (ret) goto out;
 		if (a.status != ARES_SUCCESS) {
 			if (implicit && (a.status == ARES_ENOTFOUND || a.status == ARES_ENODATA)) {
-				decide_local(m, SMTPC_PERM, "5.1.2",
-					     "domain %s has no MX and no address record", domain);
+				smtpc_decide_local(m, SMTPC_PERM, "5.1.2",
+						   "domain %s has no MX and no address record",
+						   domain);
 				goto out;
 			}
 			snprintf(last_err, sizeof last_err, "address lookup for %s failed: %s",
@@ -1345,8 +1332,8 @@ static int deliver_domain(struct xfer *x, const char *id, const char *domain, st
 		}
 	}
 	if (!decided && !dr->host[0]) {
-		decide_local(m, SMTPC_TEMP, any_addr ? "4.4.1" : "4.4.3", "%s",
-			     last_err[0] ? last_err : "no host to try");
+		smtpc_decide_local(m, SMTPC_TEMP, any_addr ? "4.4.1" : "4.4.3", "%s",
+				   last_err[0] ? last_err : "no host to try");
 	}
 out:
 	return ret;

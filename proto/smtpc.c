@@ -223,8 +223,13 @@ static void decide(struct smtpc_session *s, struct smtpc_rcpt *r, enum smtpc_res
 }
 
 void smtpc_decide_local(struct smtpc_msg *m, enum smtpc_result res, const char *status,
-			const char *diag)
+			const char *fmt, ...)
 {
+	char diag[SMTPC_DIAG_MAX];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(diag, sizeof diag, fmt, ap);
+	va_end(ap);
 	for (unsigned i = 0; i < m->nrcpt; i++)
 		set_result(&m->rcpt[i], res, 0, status, SMTPC_W_NONE, diag);
 }

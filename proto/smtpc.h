@@ -263,9 +263,9 @@ enum smtpc_req smtpc_eof(struct smtpc_session *s);
 bool smtpc_done(const struct smtpc_session *s);
 
 /* The core's own verdict for every recipient of M, no server involved
- * (DNS, no host to try): code 0, stage NONE. */
+ * (DNS, no host to try): code 0, stage NONE, the diagnostic from FMT. */
 void smtpc_decide_local(struct smtpc_msg *m, enum smtpc_result res, const char *status,
-			const char *diag);
+			const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* "EHLO", "MAIL FROM" ...: the command of a stage, for log lines. */
 const char *smtpc_stage_name(enum smtpc_wait w);

@@ -220,14 +220,15 @@ static void put_text(struct wr *w, const struct dsn_report *r, bool hdrs)
 	if (any_action(r, DSN_FAILED)) {
 		wr_puts(w, "Your message could not be delivered to one or more recipients.\r\n");
 		wr_puts(w, hdrs ? "Its headers are attached below.\r\n\r\n"
-			      : "It is attached below.\r\n\r\n");
+				: "It is attached below.\r\n\r\n");
 	}
 	if (any_action(r, DSN_DELAYED)) {
 		int64_t until = 0;
 		for (unsigned i = 0; i < r->nrcpt; i++)
 			if (r->rcpt[i].action == DSN_DELAYED && r->rcpt[i].retry_until > until)
 				until = r->rcpt[i].retry_until;
-		wr_puts(w, "Your message has not yet been delivered to one or more recipients.\r\n");
+		wr_puts(w,
+			"Your message has not yet been delivered to one or more recipients.\r\n");
 		if (until) {
 			wr_puts(w, "Delivery will be retried until ");
 			wr_date(w, until, r->tz_off_min);
@@ -237,11 +238,13 @@ static void put_text(struct wr *w, const struct dsn_report *r, bool hdrs)
 		}
 	}
 	if (any_action(r, DSN_DELIVERED) || any_action(r, DSN_EXPANDED))
-		wr_puts(w, "Your message was delivered to the recipients marked delivered.\r\n\r\n");
-	if (any_action(r, DSN_RELAYED))
 		wr_puts(w,
-		      "Your message was passed on for the recipients marked relayed to a\r\n"
-		      "system that does not report delivery; no further notice will come.\r\n\r\n");
+			"Your message was delivered to the recipients marked delivered.\r\n\r\n");
+	if (any_action(r, DSN_RELAYED))
+		wr_puts(
+		    w,
+		    "Your message was passed on for the recipients marked relayed to a\r\n"
+		    "system that does not report delivery; no further notice will come.\r\n\r\n");
 	for (unsigned i = 0; i < r->nrcpt; i++) {
 		const struct dsn_rcpt *rc = &r->rcpt[i];
 		wr_puts(w, "<");
@@ -307,7 +310,8 @@ static void put_status(struct wr *w, const struct dsn_report *r)
 			wr_puts(w, "\r\n");
 		}
 		if (rc->diagnostic) { /* 2.3.6 */
-			wr_puts(w, rc->local ? "Diagnostic-Code: X-mailpopbox;" : "Diagnostic-Code: smtp;");
+			wr_puts(w, rc->local ? "Diagnostic-Code: X-mailpopbox;"
+					     : "Diagnostic-Code: smtp;");
 			put_words(w, rc->diagnostic, strlen(rc->diagnostic), "\r\n ", true, false);
 			wr_puts(w, "\r\n");
 		}
@@ -348,7 +352,8 @@ int dsn_prefix(const struct dsn_report *r, char *buf, size_t cap, size_t *len)
 	PUTS(&w, "\r\nMessage-ID: <", r->token, "@", r->reporting_mta, ">\r\n");
 	wr_puts(&w, "Auto-Submitted: auto-replied\r\n"); /* RFC 3834 5 */
 	wr_puts(&w, "MIME-Version: 1.0\r\n");
-	wr_puts(&w, "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"");
+	wr_puts(&w,
+		"Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"");
 	put_boundary(&w, r);
 	wr_puts(&w, "\"\r\n");
 	if (eight) wr_puts(&w, "Content-Transfer-Encoding: 8bit\r\n");
@@ -357,7 +362,7 @@ int dsn_prefix(const struct dsn_report *r, char *buf, size_t cap, size_t *len)
 	wr_puts(&w, "--");
 	put_boundary(&w, r);
 	wr_puts(&w, "\r\nContent-Description: Notification\r\n"
-		  "Content-Type: text/plain; charset=utf-8\r\n");
+		    "Content-Type: text/plain; charset=utf-8\r\n");
 	if (eight) wr_puts(&w, "Content-Transfer-Encoding: 8bit\r\n");
 	wr_puts(&w, "\r\n");
 	put_text(&w, r, hdrs);
@@ -365,7 +370,7 @@ int dsn_prefix(const struct dsn_report *r, char *buf, size_t cap, size_t *len)
 	wr_puts(&w, "\r\n--");
 	put_boundary(&w, r);
 	wr_puts(&w, "\r\nContent-Description: Delivery report\r\n"
-		  "Content-Type: message/delivery-status\r\n\r\n");
+		    "Content-Type: message/delivery-status\r\n\r\n");
 	put_status(&w, r);
 
 	wr_puts(&w, "\r\n--");
@@ -375,8 +380,8 @@ int dsn_prefix(const struct dsn_report *r, char *buf, size_t cap, size_t *len)
 	     : delayed ? "Delayed"
 		       : "Delivered",
 	     " Message", hdrs ? " Headers" : "", "\r\n");
-	wr_puts(&w,
-	      hdrs ? "Content-Type: text/rfc822-headers\r\n" : "Content-Type: message/rfc822\r\n");
+	wr_puts(&w, hdrs ? "Content-Type: text/rfc822-headers\r\n"
+			 : "Content-Type: message/rfc822\r\n");
 	if (r->orig_8bit) wr_puts(&w, "Content-Transfer-Encoding: 8bit\r\n");
 	wr_puts(&w, "\r\n");
 	return finish(&w, len);

@@ -36,7 +36,10 @@ static inline void wr_put(struct wr *w, const void *s, size_t n)
 		w->col = q[i] == '\n' ? 0 : w->col + 1;
 }
 
-static inline void wr_puts(struct wr *w, const char *s) { wr_put(w, s, strlen(s)); }
+static inline void wr_puts(struct wr *w, const char *s)
+{
+	wr_put(w, s, strlen(s));
+}
 
 /* An RFC 5322 date (proto/date.h). */
 static inline void wr_date(struct wr *w, int64_t now, int tz_off_min)

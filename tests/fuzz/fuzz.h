@@ -44,8 +44,8 @@ static inline void rec_same(const struct rec *a, const struct rec *b, const char
 {
 	if (getenv(dump)) fprintf(stderr, "%.*s\n", (int)a->len, a->p);
 	if (a->len != b->len || (a->len && memcmp(a->p, b->p, a->len) != 0)) {
-		fprintf(stderr, "--- one read at a time:\n%.*s\n--- in pieces:\n%.*s\n", (int)a->len,
-			a->p, (int)b->len, b->p);
+		fprintf(stderr, "--- one read at a time:\n%.*s\n--- in pieces:\n%.*s\n",
+			(int)a->len, a->p, (int)b->len, b->p);
 		CHECK(!"the dialogue depends on how the input was cut");
 	}
 }

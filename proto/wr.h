@@ -31,9 +31,8 @@ static inline void wr_put(struct wr *w, const void *s, size_t n)
 	else
 		w->over = true;
 	w->len += n;
-	const char *q = s;
-	for (size_t i = 0; i < n; i++)
-		w->col = q[i] == '\n' ? 0 : w->col + 1;
+	const char *lf = n ? memrchr(s, '\n', n) : NULL;
+	w->col = lf ? n - (size_t)(lf - (const char *)s) - 1 : w->col + n;
 }
 
 static inline void wr_puts(struct wr *w, const char *s)

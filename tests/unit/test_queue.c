@@ -158,7 +158,6 @@ static void load_expect_one(const struct queue_entry *e)
 }
 
 static const char MSG[] = "Subject: hi\r\n\r\nbody\r\n.line\r\n";
-static unsigned spare_seq; /* the pool names spares .spare.0, .1, ... */
 
 /* ------------------------------------------------------------------ */
 
@@ -720,6 +719,7 @@ Test(queue, finished_files_are_reused)
  * back whole. */
 static uint64_t spare_round(const char *body, size_t n, uint64_t *spare_size)
 {
+	static unsigned spare_seq; /* the pool names spares .spare.0, .1, ... */
 	struct queue_entry e;
 	sample(&e);
 	cr_assert_eq(queue_create(qfd, &e, body, n, 1700000000), 0);

@@ -47,6 +47,16 @@ class RelayTestCase(unittest.TestCase):
         has been recorded)."""
         return [n for n in self.queue_files(srv) if n.endswith(".msg")]
 
+    def wait_state_file(self, srv, entry, timeout=10):
+        """Waits for ENTRY's (ID.msg's) ID.env: a deferral's log line may
+        come just before the state file is in place."""
+        env = entry[:-4] + ".env"
+        deadline = time.monotonic() + timeout
+        while env not in self.queue_files(srv):
+            if time.monotonic() > deadline:
+                self.fail("no %s after %ss: %s" % (env, timeout, self.queue_files(srv)))
+            time.sleep(0.05)
+
     def wait_queue_empty(self, srv, timeout=20):
         deadline = time.monotonic() + timeout
         while self.queue_files(srv):
@@ -412,13 +422,9 @@ class Retry(RelayTestCase):
         srv.wait_log(r"event=relay_deferred .*rcpt=rcpt@relay\.test")
         entries = self.queue_entries(srv)
         self.assertEqual(len(entries), 1)
-        # the deferral records its state next to the message (the log line
-        # may come just before the state file is in place)
-        want = [entries[0][:-4] + ".env", entries[0]]
-        deadline = time.monotonic() + 10
-        while self.queue_files(srv) != want and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.assertEqual(self.queue_files(srv), want)
+        # the deferral records its state next to the message
+        self.wait_state_file(srv, entries[0])
+        self.assertEqual(self.queue_files(srv), [entries[0][:-4] + ".env", entries[0]])
         srv.kill()
         self.assertEqual(len(self.queue_entries(srv)), 1)
         peer.start()
@@ -440,9 +446,7 @@ class Retry(RelayTestCase):
         entries = self.queue_entries(srv)
         self.assertEqual(len(entries), 1)
         ident = entries[0][:-4]
-        deadline = time.monotonic() + 10
-        while ident + ".env" not in self.queue_files(srv) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        self.wait_state_file(srv, entries[0])
         os.unlink(os.path.join(srv.config["relay"]["queue"], entries[0]))
         srv.wait_log(r"event=relay_entry_gone id=%s " % re.escape(ident), timeout=20)
         self.wait_queue_empty(srv)

@@ -597,6 +597,7 @@ relay_run() {
 		sleep 0.05
 	done
 	t1=$(date +%s.%N)
+	got=$(sink_msgs "$name") # (also when the wait ran out with files left)
 	result "relay.$name.n" "$n"
 	result "relay.$name.sink" "${got:-0}"
 	result "relay.$name.left" "$left"

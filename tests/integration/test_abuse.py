@@ -9,6 +9,7 @@ Memory is read from /proc/PID/status (VmRSS) of the non-ASan binary only:
 ASan's shadow memory and quarantine make its RSS meaningless.
 """
 
+import select
 import smtplib
 import socket
 import ssl
@@ -765,8 +766,6 @@ class PipelinedFlood(AbuseCase):
         if tls:
             # An SSLSocket may not be written and read from two threads at
             # once: one thread, non-blocking, sends and reads in turn.
-            import select
-            import ssl
             sock = r.sock
             sock.setblocking(False)
             off, t_end, mid = 0, time.monotonic() + 60, None

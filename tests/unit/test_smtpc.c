@@ -1125,11 +1125,12 @@ Test(smtpc, without_keep_the_session_quits)
 	cr_assert_eq(H.rcpt[0].result, SMTPC_DELIVERED);
 }
 
-/* The core's own verdict (no server): every recipient, code 0, stage NONE. */
+/* The core's own verdict (no server): every recipient, code 0, stage NONE,
+ * the diagnostic formatted. */
 Test(smtpc, decide_local_sets_every_recipient)
 {
-	smtpc_decide_local(&H.msg, SMTPC_PERM, "5.1.10", "null MX");
+	smtpc_decide_local(&H.msg, SMTPC_PERM, "5.1.10", "domain %s: null MX", "x.test");
 	for (unsigned i = 0; i < 2; i++)
-		check_rcpt(i, SMTPC_PERM, 0, "5.1.10", SMTPC_W_NONE, "null MX");
+		check_rcpt(i, SMTPC_PERM, 0, "5.1.10", SMTPC_W_NONE, "domain x.test: null MX");
 	cr_assert(smtpc_done(&H.s));
 }

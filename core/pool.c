@@ -8,33 +8,79 @@
 #include "core/server.h"
 #include "proto/sasl.h"
 
+/* Two queues: password checks (yescrypt: tens of milliseconds each, and
+ * anyone can ask for them) and everything else (storage: commits,
+ * deletions, scans). Checks never hold more than all threads but
+ * RESERVED, so a flood of AUTH attempts cannot stall deliveries behind it. */
+#define RESERVED 2
+
+struct queue {
+	struct pool_job *head, *tail;
+};
+
 static struct {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct pool_job *head, *tail;
+	struct queue fast, slow;
+	unsigned slow_running;
 	bool stop;
 	unsigned n;
 	pthread_t *threads;
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static bool is_slow(const struct pool_job *j) { return j->fn == pool_auth_check; }
+
+static void push(struct queue *q, struct pool_job *j)
+{
+	j->next = NULL;
+	if (q->tail)
+		q->tail->next = j;
+	else
+		q->head = j;
+	q->tail = j;
+}
+
+static struct pool_job *pop(struct queue *q)
+{
+	struct pool_job *j = q->head;
+	if (j) {
+		q->head = j->next;
+		if (!q->head)
+			q->tail = NULL;
+	}
+	return j;
+}
+
+/* Under the lock: the next job this thread may run, or NULL. */
+static struct pool_job *take(void)
+{
+	struct pool_job *j = pop(&pool.fast);
+	if (!j && pool.slow_running + RESERVED < pool.n && (j = pop(&pool.slow)))
+		pool.slow_running++;
+	return j;
+}
 
 static void *pool_main(void *arg)
 {
 	(void)arg;
 	for (;;) {
 		pthread_mutex_lock(&pool.lock);
-		while (!pool.head && !pool.stop)
+		struct pool_job *j;
+		while (!(j = take()) && !pool.stop)
 			pthread_cond_wait(&pool.cond, &pool.lock);
-		struct pool_job *j = pool.head;
-		if (!j) {
-			pthread_mutex_unlock(&pool.lock);
-			return NULL;
-		}
-		pool.head = j->next;
-		if (!pool.head)
-			pool.tail = NULL;
 		pthread_mutex_unlock(&pool.lock);
+		if (!j)
+			return NULL;
 
+		bool slow = is_slow(j);
 		j->result = j->fn(j);
+		if (slow) {
+			pthread_mutex_lock(&pool.lock);
+			pool.slow_running--;
+			if (pool.slow.head)
+				pthread_cond_signal(&pool.cond);
+			pthread_mutex_unlock(&pool.lock);
+		}
 
 		struct worker *w = j->w;
 		pthread_mutex_lock(&w->done_lock);
@@ -73,13 +119,8 @@ void pool_stop(void)
 
 void pool_submit(struct pool_job *j)
 {
-	j->next = NULL;
 	pthread_mutex_lock(&pool.lock);
-	if (pool.tail)
-		pool.tail->next = j;
-	else
-		pool.head = j;
-	pool.tail = j;
+	push(is_slow(j) ? &pool.slow : &pool.fast, j);
 	pthread_cond_signal(&pool.cond);
 	pthread_mutex_unlock(&pool.lock);
 }

@@ -4,7 +4,9 @@
  * unlink+fsync for POP3. A job runs job->fn on a helper thread, then goes
  * back to its worker's `done` list and the worker's eventfd is poked; the
  * worker finishes it on its own thread, so connection state is only ever
- * touched by its worker.
+ * touched by its worker. Password checks wait on a queue of their own and
+ * never take the last two threads: storage work does not queue behind a
+ * flood of AUTH attempts.
  */
 #ifndef MPB_POOL_H
 #define MPB_POOL_H

@@ -9,10 +9,12 @@ Memory is read from /proc/PID/status (VmRSS) of the non-ASan binary only:
 ASan's shadow memory and quarantine make its RSS meaningless.
 """
 
+import os
 import select
 import smtplib
 import socket
 import ssl
+import subprocess
 import threading
 import time
 import unittest
@@ -727,6 +729,54 @@ class Floods(AbuseCase):
                 time.sleep(0.5)
         self.assertEqual(abuseutil.maildir_problems(srv), [])
         self.assertEqual(abuseutil.wait_tmp_empty(srv), [])
+        self.assertTrue(srv.running())
+
+    def test_auth_flood_does_not_hold_up_storage(self):
+        """Password checks (yescrypt: tens of milliseconds each, and anyone
+        may ask for one) share the helper threads with the storage work of
+        deliveries. A flood of AUTH attempts waits on its own queue: an
+        authenticated sender's message for a remote recipient (its queue
+        file is created and committed on those threads) is accepted while
+        most of the flood is still unanswered."""
+        p = subprocess.run([harness.BINARY, "--hash-password"], input=b"flood pass word\n",
+                           capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        hashed = p.stdout.decode().strip()
+
+        srv = Server(self)
+        srv.config["workers"] = 1
+        srv.domain_cfg(DOMAIN1)["password"] = hashed
+        srv.config["relay"] = {"queue": os.path.join(srv.tmp, "queue"), "smarthost": "127.0.0.1:9",
+                               "retry": ["1h"]}
+        srv.start()
+
+        def tls_session():
+            r = self.raw(srv)
+            r.expect(250, "EHLO flood.example")
+            r.expect(220, "STARTTLS")
+            r.starttls()
+            r.expect(250, "EHLO flood.example")
+            return r
+
+        sender = tls_session()
+        code, lines = sender.cmd("AUTH PLAIN " + harness.plain_auth("mailbox@" + DOMAIN1, "flood pass word"))
+        self.assertEqual(code, 235, lines)
+        flood = [tls_session() for _ in range(100)]
+        wrong = ("AUTH PLAIN " + harness.plain_auth("mailbox@" + DOMAIN1, "guess") + "\r\n").encode()
+        for r in flood:
+            r.send(wrong)
+        sender.expect(250, "MAIL FROM:<me@%s>" % DOMAIN1)
+        sender.expect(250, "RCPT TO:<far@remote.example>")
+        sender.expect(354, "DATA")
+        sender.send(message(uuid.uuid4().hex) + b".\r\n")
+        code, lines = sender.read_reply()
+        answered = sum(1 for r in flood if r.sock.pending() or select.select([r.sock], [], [], 0)[0])
+        self.assertEqual(code, 250, lines)
+        self.assertLess(answered, len(flood) // 4,
+                        "the queued message waited for %d of %d password checks" % (answered, len(flood)))
+        for r in flood:
+            r.sock.settimeout(60)
+            self.assertEqual(r.read_reply()[0], 535)
         self.assertTrue(srv.running())
 
 

@@ -11,6 +11,9 @@
  *   spool_commit  when every write is done: fsync(file) -> renameat into
  *                 new/NAME,S=SIZE -> one fsync(new/) shared with every other
  *                 delivery that got there in the same loop turn -> 250.
+ *                 Files that reach it together commit as one batch: one
+ *                 syncfs() for their data, then the renames and one fsync
+ *                 of new/ (batch_job).
  *   spool_abort   close and unlink: nothing partial is ever in new/.
  *
  * A spool may outlive its connection: a client that hangs up after the
@@ -47,6 +50,7 @@ struct spool_file {
 	int dom;                   /* maildrop, or -1: the relay queue */
 	int fd;
 	bool renamed;              /* in new/, or committed to the queue */
+	int err;                   /* in a commit batch: 0, -errno */
 	struct queue_writer qw;    /* dom -1 */
 	uint64_t off;              /* bytes written (or submitted): the size */
 	char base[MAILDIR_NAME_MAX + 1];
@@ -684,11 +688,18 @@ struct spool *spool_open(struct conn *c)
 	return sp;
 }
 
+/* new/'s name for F: read off fields that no longer change once the
+ * commit began (also by a batch on the pool). */
+static void final_name(const struct spool_file *f, char *buf, size_t cap)
+{
+	maildir_final_name(buf, cap, f->base, f->off, !f->sp->dotline && !f->sp->mid_line);
+}
+
 static void rename_file(struct spool *sp, struct spool_file *f)
 {
 	struct server *srv = sp->w->srv;
 	char final[MAILDIR_NAME_MAX + 32];
-	maildir_final_name(final, sizeof final, f->base, f->off, !sp->dotline && !sp->mid_line);
+	final_name(f, final, sizeof final);
 	struct io_uring_sqe *sqe = worker_sqe(sp->w);
 	io_uring_prep_renameat(sqe, srv->maildirs[f->dom].tmpfd, f->base, srv->maildirs[f->dom].newfd,
 			       final, 0);
@@ -720,9 +731,10 @@ static void commit_step(struct spool *sp)
 			continue;
 		}
 		if (full) {
-			struct io_uring_sqe *sqe = worker_sqe(sp->w);
-			io_uring_prep_fsync(sqe, f->fd, IORING_FSYNC_DATASYNC);
-			io_uring_sqe_set_data64(sqe, op_tag(f, OP_SPOOL_SYNC));
+			/* dirsync_submit_all() makes its data durable */
+			struct dirsync *ds = &sp->w->dirsync[f->dom];
+			f->dsnext = ds->bwaiting;
+			ds->bwaiting = f;
 		} else {
 			rename_file(sp, f);
 		}
@@ -817,6 +829,17 @@ static void finish(struct spool *sp)
 		smtp_conn_spool_done(c, SMTP_REQ_SPOOL_COMMIT, err ? -1 : 0, id);
 }
 
+/* F's data is durable (RES 0) or could not be made so. */
+static void synced(struct spool_file *f, int res)
+{
+	if (res < 0) {
+		set_error(f->sp, res);
+		file_done(f->sp);
+	} else {
+		rename_file(f->sp, f);
+	}
+}
+
 void spool_cqe(struct worker *w, enum op op, void *obj, int res)
 {
 	switch (op) {
@@ -845,16 +868,9 @@ void spool_cqe(struct worker *w, enum op op, void *obj, int res)
 		}
 		return;
 	}
-	case OP_SPOOL_SYNC: {
-		struct spool_file *f = obj;
-		if (res < 0) {
-			set_error(f->sp, res);
-			file_done(f->sp);
-		} else {
-			rename_file(f->sp, f);
-		}
+	case OP_SPOOL_SYNC:
+		synced(obj, res);
 		return;
-	}
 	case OP_SPOOL_RENAME: {
 		struct spool_file *f = obj;
 		struct spool *sp = f->sp;
@@ -895,6 +911,96 @@ void spool_cqe(struct worker *w, enum op op, void *obj, int res)
 	}
 }
 
+/* A commit batch (sync = "full", two or more files of one maildrop at
+ * once), on the pool: syncfs() writes every dirty file of the maildrop's
+ * file system with its inode, one fsync() after it flushes the disk's cache
+ * (ext4 without a journal writes the inode tables after syncfs's own flush),
+ * then each file is renamed into new/ and one fsync of new/ makes the names
+ * durable. Two or three cache flushes per batch, and the inode-table and
+ * bitmap blocks of files created together written once, where a file's own
+ * fdatasync costs a flush, an inode-table write and one of tmp/ each.
+ *
+ * Errors: whoever's syncfs (another batch's, another worker's) wrote a
+ * file's data, a failure stays recorded on the file and is reported to
+ * its own descriptor once (Linux >= 4.14): sync_file_range() on it fails
+ * just that file. What syncfs itself reports (an error anywhere on the file
+ * system since this batch's descriptor was opened) fails the whole batch. */
+#define BATCHES_MAX 2 /* per maildrop and worker: one syncing, one renaming */
+
+static int batch_job(struct pool_job *j)
+{
+	struct spool_file *f = j->arg;
+	const struct maildir *md = &j->w->srv->maildirs[f->dom];
+	int fd = openat(md->tmpfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int rc = syncfs(fd) == 0 ? 0 : -errno;
+	for (struct spool_file *g = f; g && !rc; g = g->dsnext)
+		g->err = sync_file_range(g->fd, 0, 0, SYNC_FILE_RANGE_WAIT_AFTER) == 0 ? 0 : -errno;
+	if (!rc && fsync(fd) != 0)
+		rc = -errno;
+	close(fd);
+	if (rc)
+		return rc;
+	for (; f; f = f->dsnext) {
+		char final[MAILDIR_NAME_MAX + 32];
+		final_name(f, final, sizeof final);
+		if (!f->err && renameat(md->tmpfd, f->base, md->newfd, final) == 0)
+			f->renamed = true;
+		else if (!f->err)
+			f->err = -errno;
+	}
+	return fsync(md->newfd) == 0 ? 0 : -errno;
+}
+
+static void batch_done(struct pool_job *j)
+{
+	struct spool_file *f = j->arg;
+	int res = j->result;
+	j->w->dirsync[f->dom].binflight--;
+	pool_job_free(j);
+	for (struct spool_file *next; f; f = next) {
+		next = f->dsnext;
+		if (f->err || res)
+			set_error(f->sp, f->err ? f->err : res);
+		file_done(f->sp);
+	}
+}
+
+/* The files whose data is owed: a lone one gets its own fdatasync through
+ * the ring (then renameat and the shared fsync of new/ below), two or more
+ * go to the pool as one batch. While BATCHES_MAX run, newcomers wait: a
+ * batch grows as much as the disk is slow. */
+static void batch_submit(struct worker *w, struct dirsync *ds)
+{
+	struct spool_file *f = ds->bwaiting;
+	if (ds->binflight >= BATCHES_MAX || !f)
+		return;
+	ds->bwaiting = NULL;
+	if (!f->dsnext) {
+		struct io_uring_sqe *sqe = worker_sqe(w);
+		io_uring_prep_fsync(sqe, f->fd, IORING_FSYNC_DATASYNC);
+		io_uring_sqe_set_data64(sqe, op_tag(f, OP_SPOOL_SYNC));
+		return;
+	}
+	struct pool_job *j = calloc(1, sizeof *j);
+	if (!j) {
+		for (struct spool_file *next; f; f = next) {
+			next = f->dsnext;
+			synced(f, -ENOMEM);
+		}
+		return;
+	}
+	for (struct spool_file *g = f; g; g = g->dsnext)
+		g->err = 0;
+	ds->binflight++;
+	j->w = w;
+	j->fn = batch_job;
+	j->done = batch_done;
+	j->arg = f;
+	pool_submit(j);
+}
+
 /* Group commit: every file renamed into new/ since the last round shares
  * one fsync of the directory. While one runs, newcomers queue for the next;
  * the batch grows exactly as much as the disk is slow. */
@@ -903,6 +1009,7 @@ void dirsync_submit_all(struct worker *w)
 	struct server *srv = w->srv;
 	for (unsigned d = 0; d < srv->cfg->ndomains; d++) {
 		struct dirsync *ds = &w->dirsync[d];
+		batch_submit(w, ds);
 		if (ds->inflight || !ds->waiting)
 			continue;
 		ds->running = ds->waiting;

@@ -130,13 +130,17 @@ struct conn {
 	};
 };
 
-/* One fsync of new/ shared by every delivery that reached it in the same
- * loop iteration (group commit). */
+/* Group commit, per maildrop (deliver.c): the files that reach sync =
+ * "full"'s commit together share one batch on the pool; a lone file's
+ * fdatasync and rename go through the ring and share one fsync of new/
+ * with the others renamed in the same loop iteration. */
 struct dirsync {
 	struct worker *w;
 	int dom;
-	bool inflight;
+	bool inflight;                     /* the fsync of new/ */
 	struct spool_file *waiting, *running;
+	unsigned binflight;                /* batches on the pool */
+	struct spool_file *bwaiting;       /* files whose data is owed */
 	_Alignas(16) char pad[0];
 };
 

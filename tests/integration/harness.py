@@ -194,6 +194,64 @@ def default_config(tmp, tls=True, domains=2):
 
 
 # --------------------------------------------------------------------------
+# Failing storage (tests run as root)
+
+
+def fill(path):
+    """Writes zeros to path until its file system is full (it may be
+    already: then path stays empty, or does not exist)."""
+    try:
+        with open(path, "wb") as f:
+            while True:
+                f.write(b"\0" * 65536)
+    except OSError:
+        pass
+
+
+def mount_tmpfs(test, mnt, size):
+    """A tmpfs of size octets at mnt, unmounted at the test's end; skips
+    the test where mounting is not allowed."""
+    os.makedirs(mnt)
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d,mode=0755" % size, "tmpfs", mnt],
+                       capture_output=True)
+    if p.returncode != 0:
+        raise unittest.SkipTest("cannot mount a tmpfs here (%s): needs root with CAP_SYS_ADMIN"
+                                % p.stderr.decode().strip())
+    test.addCleanup(subprocess.run, ["umount", "-l", mnt], capture_output=True)
+    return mnt
+
+
+def failing_disk(test, tmp):
+    """An ext4 file system (as on a VPS: no journal) on a loop device whose
+    sparse backing file sits on a small tmpfs. Returns its mount point and
+    fail(): once called, the tmpfs is full, so the file system still takes
+    writes into the page cache but their writeback fails, the error a
+    dying disk gives fsync() and syncfs()."""
+    for tool in ("losetup", "mkfs.ext4"):
+        if not shutil.which(tool):
+            raise unittest.SkipTest("%s is not installed" % tool)
+    back = mount_tmpfs(test, os.path.join(tmp, "backing"), 4 * 1024 * 1024)
+    img = os.path.join(back, "disk.img")
+    with open(img, "wb") as f:
+        f.truncate(256 * 1024 * 1024)
+    p = subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-N", "2048",
+                        "-E", "lazy_itable_init=0,nodiscard", img], capture_output=True)
+    test.assertEqual(p.returncode, 0, p.stderr)
+    p = subprocess.run(["losetup", "-f", "--show", img], capture_output=True)
+    if p.returncode != 0:
+        raise unittest.SkipTest("no loop device here: %s" % p.stderr.decode().strip())
+    dev = p.stdout.decode().strip()
+    test.addCleanup(subprocess.run, ["losetup", "-d", dev], capture_output=True)
+    fs = os.path.join(tmp, "ext4")
+    os.makedirs(fs)
+    p = subprocess.run(["mount", "-o", "errors=continue", dev, fs], capture_output=True)
+    if p.returncode != 0:
+        raise unittest.SkipTest("cannot mount ext4 from %s: %s" % (dev, p.stderr.decode().strip()))
+    test.addCleanup(subprocess.run, ["umount", "-l", fs], capture_output=True)
+    return fs, lambda: fill(os.path.join(back, "filler"))
+
+
+# --------------------------------------------------------------------------
 # The server process
 
 

@@ -5,7 +5,6 @@ leaves nothing visible."""
 import os
 import random
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -154,31 +153,15 @@ class Durability(unittest.TestCase):
 MNT_SIZE = 4 * 1024 * 1024
 
 
-def fill(path):
-    """Writes zeros to path until its file system is full."""
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-        except OSError:
-            pass
-
-
 class StorageFailure(unittest.TestCase):
     """451 4.3.0 and nothing visible when the maildrop cannot take the
     message. Tests run as root, so permissions do not stop the server: the
     maildrop sits on a small tmpfs that is filled up or remounted
-    read-only, or the server runs with a file size limit."""
+    read-only, or on a disk whose writes fail (harness.failing_disk), or
+    the server runs with a file size limit."""
 
     def mount_tmpfs(self, srv):
-        mnt = os.path.join(srv.tmp, "mnt")
-        os.makedirs(mnt)
-        p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d,mode=0755" % MNT_SIZE, "tmpfs", mnt],
-                           capture_output=True)
-        if p.returncode != 0:
-            raise unittest.SkipTest("cannot mount a tmpfs here (%s): needs root with CAP_SYS_ADMIN"
-                                    % p.stderr.decode().strip())
-        self.addCleanup(subprocess.run, ["umount", "-l", mnt], capture_output=True)
+        mnt = harness.mount_tmpfs(self, os.path.join(srv.tmp, "mnt"), MNT_SIZE)
         srv.domain_cfg(DOMAIN1)["maildrop"] = os.path.join(mnt, "maildrop")
         return mnt
 
@@ -221,7 +204,7 @@ class StorageFailure(unittest.TestCase):
         mnt = self.mount_tmpfs(srv)
         srv.start()
         filler = os.path.join(mnt, "filler")
-        fill(filler)
+        harness.fill(filler)
         r, reply = self.send(srv, uuid.uuid4().hex, size=300000)
         self.assert_451_then_recovers(srv, r, reply, lambda: os.unlink(filler))
 
@@ -236,43 +219,15 @@ class StorageFailure(unittest.TestCase):
         self.assert_451_then_recovers(
             srv, r, reply, lambda: subprocess.run(["mount", "-o", "remount,rw", mnt], check=True))
 
-    def mount_loop_ext4(self, srv):
-        """An ext4 file system on a loop device whose backing file, sparse,
-        sits on a small tmpfs: once the tmpfs is full the file system still
-        takes writes into the page cache, and their writeback fails with
-        EIO, the error a dying disk gives fsync() and syncfs()."""
-        for tool in ("losetup", "mkfs.ext4"):
-            if not shutil.which(tool):
-                self.skipTest("%s is not installed" % tool)
-        mnt = self.mount_tmpfs(srv)
-        img = os.path.join(mnt, "disk.img")
-        with open(img, "wb") as f:
-            f.truncate(256 * 1024 * 1024)
-        p = subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-N", "2048",
-                            "-E", "lazy_itable_init=0,nodiscard", img], capture_output=True)
-        self.assertEqual(p.returncode, 0, p.stderr)
-        p = subprocess.run(["losetup", "-f", "--show", img], capture_output=True)
-        if p.returncode != 0:
-            self.skipTest("no loop device here: %s" % p.stderr.decode().strip())
-        dev = p.stdout.decode().strip()
-        self.addCleanup(subprocess.run, ["losetup", "-d", dev], capture_output=True)
-        fs = os.path.join(srv.tmp, "ext4")
-        os.makedirs(fs)
-        p = subprocess.run(["mount", "-o", "errors=continue", dev, fs], capture_output=True)
-        if p.returncode != 0:
-            self.skipTest("cannot mount ext4 from %s: %s" % (dev, p.stderr.decode().strip()))
-        self.addCleanup(subprocess.run, ["umount", "-l", fs], capture_output=True)
-        srv.domain_cfg(DOMAIN1)["maildrop"] = os.path.join(fs, "maildrop")
-        return mnt
-
     def test_writeback_error_with_concurrent_deliveries(self):
         """Deliveries that commit together share one syncfs() (a batch);
         when the disk fails under them, each gets 451 and none is in new/."""
         srv = Server(self)
         srv.config["workers"] = 1
-        mnt = self.mount_loop_ext4(srv)
+        fs, fail = harness.failing_disk(self, srv.tmp)
+        srv.domain_cfg(DOMAIN1)["maildrop"] = os.path.join(fs, "maildrop")
         srv.start()
-        fill(os.path.join(mnt, "filler"))
+        fail()
         start = threading.Barrier(8)
         replies = [None] * 8
 

@@ -510,37 +510,55 @@ static void qopen_done(struct pool_job *j)
 /* Weak: a build without the relay runner still queues durably. */
 __attribute__((weak)) void relay_enqueued(struct queue_entry *e) { (void)e; }
 
+/* Queue entries committed together share one syncfs() and one fsync of
+ * the queue directory (queue_commit_batch): the entries that reach their
+ * commit in the same loop turns go as one job, a lone one alone; at most
+ * QBATCHES_MAX jobs per worker, newcomers wait. */
+#define QBATCHES_MAX 2
+
+static void file_done(struct spool *sp);
+
 static int qcommit_job(struct pool_job *j)
 {
 	struct spool_file *f = j->arg;
-	f->qw.size = f->off;
-	return queue_commit(&f->qw, &f->sp->qe);
-}
-
-static void file_done(struct spool *sp);
-static void qcommit_done(struct pool_job *j);
-
-static void queue_commit_start(struct spool *sp, struct spool_file *f)
-{
-	struct pool_job *j = calloc(1, sizeof *j);
-	if (!j) {
-		set_error(sp, -ENOMEM);
-		file_done(sp);
-		return;
+	if (!f->dsnext) {
+		f->qw.size = f->off;
+		f->err = queue_commit(&f->qw, &f->sp->qe);
+		return 0;
 	}
-	j->w = sp->w;
-	j->fn = qcommit_job;
-	j->done = qcommit_done;
-	j->arg = f;
-	pool_submit(j);
+	unsigned n = 0;
+	for (struct spool_file *g = f; g; g = g->dsnext)
+		n++;
+	struct queue_writer **ws = malloc(n * sizeof *ws);
+	struct queue_entry **es = malloc(n * sizeof *es);
+	int *rcs = malloc(n * sizeof *rcs);
+	if (ws && es && rcs) {
+		unsigned i = 0;
+		for (struct spool_file *g = f; g; g = g->dsnext, i++) {
+			g->qw.size = g->off;
+			ws[i] = &g->qw;
+			es[i] = &g->sp->qe;
+		}
+		queue_commit_batch(ws, es, rcs, n);
+		i = 0;
+		for (struct spool_file *g = f; g; g = g->dsnext, i++)
+			g->err = rcs[i];
+	} else {
+		for (struct spool_file *g = f; g; g = g->dsnext) {
+			g->qw.size = g->off;
+			g->err = queue_commit(&g->qw, &g->sp->qe);
+		}
+	}
+	free(ws);
+	free(es);
+	free(rcs);
+	return 0;
 }
 
-static void qcommit_done(struct pool_job *j)
+static void qcommitted(struct spool_file *f)
 {
-	struct spool_file *f = j->arg;
 	struct spool *sp = f->sp;
-	int res = j->result;
-	pool_job_free(j);
+	int res = f->err;
 	f->fd = -1; /* queue_commit closed it */
 	if (res < 0) {
 		log_error("queue_failed", "id=%s error=\"%s\"", sp->id, strerror(-res));
@@ -554,6 +572,46 @@ static void qcommit_done(struct pool_job *j)
 		relay_enqueued(&sp->qe); /* takes it: the relay needs no re-read */
 	}
 	file_done(sp);
+}
+
+static void qcommit_done(struct pool_job *j)
+{
+	struct spool_file *f = j->arg;
+	j->w->qinflight--;
+	pool_job_free(j);
+	for (struct spool_file *next; f; f = next) {
+		next = f->dsnext;
+		qcommitted(f);
+	}
+}
+
+static void queue_commit_start(struct spool *sp, struct spool_file *f)
+{
+	f->dsnext = sp->w->qwaiting;
+	sp->w->qwaiting = f;
+}
+
+static void qcommit_submit(struct worker *w)
+{
+	struct spool_file *f = w->qwaiting;
+	if (!f || w->qinflight >= QBATCHES_MAX)
+		return;
+	w->qwaiting = NULL;
+	struct pool_job *j = calloc(1, sizeof *j);
+	if (!j) {
+		for (struct spool_file *next; f; f = next) {
+			next = f->dsnext;
+			set_error(f->sp, -ENOMEM); /* the discard removes its file */
+			file_done(f->sp);
+		}
+		return;
+	}
+	w->qinflight++;
+	j->w = w;
+	j->fn = qcommit_job;
+	j->done = qcommit_done;
+	j->arg = f;
+	pool_submit(j);
 }
 
 /* The envelope of the relay recipients, taken while the session is here. */
@@ -731,7 +789,7 @@ static void commit_step(struct spool *sp)
 			continue;
 		}
 		if (full) {
-			/* dirsync_submit_all() makes its data durable */
+			/* commits_submit() makes its data durable */
 			struct dirsync *ds = &sp->w->dirsync[f->dom];
 			f->dsnext = ds->bwaiting;
 			ds->bwaiting = f;
@@ -1001,12 +1059,15 @@ static void batch_submit(struct worker *w, struct dirsync *ds)
 	pool_submit(j);
 }
 
-/* Group commit: every file renamed into new/ since the last round shares
- * one fsync of the directory. While one runs, newcomers queue for the next;
- * the batch grows exactly as much as the disk is slow. */
-void dirsync_submit_all(struct worker *w)
+/* Once per loop turn: the group commits. Relay queue entries and maildrop
+ * files owed a commit go to the pool in batches; every file renamed into
+ * new/ through the ring since the last round shares one fsync of the
+ * directory. While one runs, newcomers queue for the next: a batch grows
+ * exactly as much as the disk is slow. */
+void commits_submit(struct worker *w)
 {
 	struct server *srv = w->srv;
+	qcommit_submit(w);
 	for (unsigned d = 0; d < srv->cfg->ndomains; d++) {
 		struct dirsync *ds = &w->dirsync[d];
 		batch_submit(w, ds);

@@ -170,6 +170,8 @@ struct worker {
 	pthread_mutex_t done_lock;
 	struct pool_job *done;       /* finished pool jobs for this worker */
 	struct dirsync *dirsync;     /* one per domain */
+	struct spool_file *qwaiting; /* relay queue entries owed a commit */
+	unsigned qinflight;          /* commits of them on the pool */
 	unsigned nwant;              /* conns waiting for receive buffers */
 	unsigned nspools;            /* spools alive (they may outlive their conn) */
 	bool stopping;
@@ -251,7 +253,7 @@ void spool_commit(struct spool *sp);            /* SMTP_REQ_SPOOL_COMMIT */
 void spool_abort(struct spool *sp);             /* refused or conn gone */
 void spool_detach(struct spool *sp);            /* the conn is going away */
 void spool_cqe(struct worker *w, enum op op, void *obj, int res);
-void dirsync_submit_all(struct worker *w);
+void commits_submit(struct worker *w);
 
 static inline bool svc_is_smtp(unsigned svc) { return svc <= SVC_SUBMISSIONS; }
 

@@ -1005,7 +1005,7 @@ void *worker_run(void *arg)
 	tick_arm(w);
 	notify_arm(w);
 	for (;;) {
-		dirsync_submit_all(w);
+		commits_submit(w);
 		rearm_waiting(w);
 		if (w->stopping && w->nconns == 0 && w->nspools == 0)
 			break;

@@ -723,61 +723,104 @@ static int dir_fsync_grouped(int dfd)
 #define QUEUE_ALIGN 4096
 #define PAD_MAX (16 * 1024)
 
-int queue_commit(struct queue_writer *w, struct queue_entry *e)
+/* Sets e->id and e->size and appends E's state to W's file. */
+static int write_state(struct queue_writer *w, struct queue_entry *e)
 {
-	char msg[QUEUE_ID_MAX + 16];
-	const char *msgtmp = w->tmp;
-	name_of(msg, sizeof msg, w->id, ".msg");
 	memcpy(e->id, w->id, sizeof e->id);
 	e->size = w->size;
 	size_t len = 0;
 	char *text = queue_format(e, &len);
+	if (!text) return -ENOMEM;
+	/* The file's size: a whole number of blocks, or a spare's old size
+	 * when that is a little more. Written over a spare of the same size,
+	 * the entry then allocates no block and changes no inode field that
+	 * fdatasync must write: its commit is one data write and a cache
+	 * flush. The padding ends the state text (queue_parse skips it); the
+	 * footer counts it. */
+	uint64_t need = w->size + len + FOOTER_LEN;
+	uint64_t size = (need + QUEUE_ALIGN - 1) / QUEUE_ALIGN * QUEUE_ALIGN;
+	if (w->was > size && w->was - need <= PAD_MAX) size = w->was;
+	size_t pad = (size_t)(size - need);
 	int rc = -ENOMEM;
-	if (text) {
-		/* The file's size: a whole number of blocks, or a spare's old
-		 * size when that is a little more. Written over a spare of the
-		 * same size, the entry then allocates no block and changes no
-		 * inode field that fdatasync must write: its commit is one data
-		 * write and a cache flush. The padding ends the state text
-		 * (queue_parse skips it); the footer counts it. */
-		uint64_t need = w->size + len + FOOTER_LEN;
-		uint64_t size = (need + QUEUE_ALIGN - 1) / QUEUE_ALIGN * QUEUE_ALIGN;
-		if (w->was > size && w->was - need <= PAD_MAX) size = w->was;
-		size_t pad = (size_t)(size - need);
-		char *both = realloc(text, len + pad + FOOTER_LEN);
-		if (both) {
-			text = both;
-			memset(text + len, ' ', pad);
-			if (pad) text[len + pad - 1] = '\n';
-			len += pad;
-			char foot[FOOTER_LEN + 1];
-			snprintf(foot, sizeof foot, FOOTER_MAGIC "%020llu\n", (unsigned long long)len);
-			memcpy(text + len, foot, FOOTER_LEN);
-			rc = pwrite_all(w->fd, text, len + FOOTER_LEN, (off_t)w->size);
-		}
-		free(text);
-		/* a bigger spare: what is left of its old content goes */
-		if (rc == 0 && w->was > size && ftruncate(w->fd, (off_t)size) != 0) rc = -errno;
+	char *both = realloc(text, len + pad + FOOTER_LEN);
+	if (both) {
+		text = both;
+		memset(text + len, ' ', pad);
+		if (pad) text[len + pad - 1] = '\n';
+		len += pad;
+		char foot[FOOTER_LEN + 1];
+		snprintf(foot, sizeof foot, FOOTER_MAGIC "%020llu\n", (unsigned long long)len);
+		memcpy(text + len, foot, FOOTER_LEN);
+		rc = pwrite_all(w->fd, text, len + FOOTER_LEN, (off_t)w->size);
 	}
-	if (rc == 0 && fdatasync(w->fd) != 0) rc = -errno;
+	free(text);
+	/* a bigger spare: what is left of its old content goes */
+	if (rc == 0 && w->was > size && ftruncate(w->fd, (off_t)size) != 0) rc = -errno;
+	return rc;
+}
+
+/* Closes W's file and, when RC is 0 (it is durable), names it ID.msg:
+ * that name appearing, on a whole and synced file, is what makes the
+ * entry. Otherwise, or when the rename fails, the file goes. */
+static int name_entry(struct queue_writer *w, int rc)
+{
 	if (close(w->fd) != 0 && rc == 0) rc = -errno;
 	w->fd = -1;
-	if (rc) goto fail;
-	/* ID.msg appearing, whole and fsynced, is what makes the entry. */
-	if (renameat2(w->qdirfd, msgtmp, w->qdirfd, msg, RENAME_NOREPLACE) != 0) {
-		rc = -errno;
-		goto fail;
-	}
-	if ((rc = dir_fsync_grouped(w->qdirfd)) != 0) {
-		/* Not known to be durable: the caller will refuse the message,
-		 * so it must not be sent either. */
-		unlinkat(w->qdirfd, msg, 0);
-		return rc;
-	}
-	return 0;
-fail:
-	unlinkat(w->qdirfd, msgtmp, 0);
+	char msg[QUEUE_ID_MAX + 16];
+	name_of(msg, sizeof msg, w->id, ".msg");
+	if (rc == 0 && renameat2(w->qdirfd, w->tmp, w->qdirfd, msg, RENAME_NOREPLACE) != 0) rc = -errno;
+	if (rc) unlinkat(w->qdirfd, w->tmp, 0);
 	return rc;
+}
+
+/* The renames are not known to be durable: nothing of the entry may stay
+ * (the caller refuses the message, so it must not be sent either). */
+static void unname_entry(const struct queue_writer *w)
+{
+	char msg[QUEUE_ID_MAX + 16];
+	name_of(msg, sizeof msg, w->id, ".msg");
+	unlinkat(w->qdirfd, msg, 0);
+}
+
+int queue_commit(struct queue_writer *w, struct queue_entry *e)
+{
+	int rc = write_state(w, e);
+	if (rc == 0 && fdatasync(w->fd) != 0) rc = -errno;
+	if ((rc = name_entry(w, rc)) != 0) return rc;
+	if ((rc = dir_fsync_grouped(w->qdirfd)) != 0) unname_entry(w);
+	return rc;
+}
+
+void queue_commit_batch(struct queue_writer *const *ws, struct queue_entry *const *es, int *rcs,
+			unsigned n)
+{
+	if (n == 0) return;
+	int qdirfd = ws[0]->qdirfd;
+	for (unsigned i = 0; i < n; i++) rcs[i] = write_state(ws[i], es[i]);
+	/* A descriptor of our own: syncfs() reports to it the write errors
+	 * of the whole file system since it was opened, once per
+	 * descriptor. Each file's own errors reach its descriptor whoever's
+	 * sync wrote it: sync_file_range() collects them. Then one fsync
+	 * flushes the disk's cache (ext4 without a journal writes the inode
+	 * tables after syncfs's own flush). */
+	int fd = openat(qdirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int all = fd < 0 ? -errno : syncfs(fd) == 0 ? 0 : -errno;
+	for (unsigned i = 0; i < n && !all; i++)
+		if (!rcs[i] && sync_file_range(ws[i]->fd, 0, 0, SYNC_FILE_RANGE_WAIT_AFTER) != 0)
+			rcs[i] = -errno;
+	if (!all && fsync(fd) != 0) all = -errno;
+	if (fd >= 0) close(fd);
+	unsigned named = 0;
+	for (unsigned i = 0; i < n; i++) {
+		rcs[i] = name_entry(ws[i], rcs[i] ? rcs[i] : all);
+		named += rcs[i] == 0;
+	}
+	int d = named ? dir_fsync_grouped(qdirfd) : 0;
+	for (unsigned i = 0; i < n && d; i++)
+		if (rcs[i] == 0) {
+			unname_entry(ws[i]);
+			rcs[i] = d;
+		}
 }
 
 int queue_create(int qdirfd, struct queue_entry *e, const void *msg, size_t n, int64_t now)

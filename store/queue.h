@@ -125,6 +125,11 @@ int queue_write(struct queue_writer *w, const void *p, size_t n);
  * the entry will survive a crash; on error nothing of it remains. The
  * writer is finished either way. */
 int queue_commit(struct queue_writer *w, struct queue_entry *e);
+/* N entries at once (queue_commit for each, rcs[i] its result), sharing
+ * one syncfs() and one directory fsync: fewer cache flushes than N
+ * commits. All writers in one queue directory. */
+void queue_commit_batch(struct queue_writer *const *ws, struct queue_entry *const *es, int *rcs,
+			unsigned n);
 void queue_abort(struct queue_writer *w);
 /* All of it at once: open, write msg, commit. */
 int queue_create(int qdirfd, struct queue_entry *e, const void *msg, size_t n, int64_t now);

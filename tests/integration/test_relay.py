@@ -9,6 +9,8 @@ NXDOMAIN; multi.test has mx1 (127.0.0.3, preference 10) and mx2 (127.0.0.1,
 
 import os
 import re
+import smtplib
+import threading
 import time
 import unittest
 
@@ -382,6 +384,39 @@ class Failures(RelayTestCase):
         self.assertIn("try again later", rcpts[0]["Diagnostic-Code"])
         self.assertGreaterEqual(peer.connections, 2)
         self.wait_queue_empty(srv)
+
+
+    def test_queue_on_a_failing_disk(self):
+        """The queue's disk fails under concurrent submissions (entries that
+        commit together share one syncfs): each gets 451, none is
+        relayed, no entry stays."""
+        peer = self.peer()
+        srv = self.server(peer.port, start=False)
+        srv.config["workers"] = 1
+        fs, fail = harness.failing_disk(self, srv.tmp)
+        srv.config["relay"]["queue"] = os.path.join(fs, "queue")
+        srv.start()
+        fail()
+        start = threading.Barrier(8)
+        codes = [None] * 8
+
+        def submitter(i):
+            start.wait(10)
+            try:
+                submit(srv, [RCPT], message(body="x" * 100000 + "\r\n"))
+                codes[i] = 250
+            except smtplib.SMTPDataError as e:
+                codes[i] = e.smtp_code
+
+        threads = [threading.Thread(target=submitter, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(codes, [451] * 8)
+        self.assertEqual(self.queue_files(srv), [])
+        self.assertEqual(len(srv.log_lines("queue_failed")), 8)
+        self.assertEqual(peer.transactions, [])
 
 
 class Retry(RelayTestCase):

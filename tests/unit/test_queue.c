@@ -913,3 +913,72 @@ Test(queue, concurrent_commits_share_fsyncs)
 		cr_expect_eq(v[i].error, 0, "entry %s", v[i].id);
 	queue_entries_free(v, n);
 }
+
+/* queue_commit_batch: entries committed together (one over a spare, two in
+ * new files) each load back whole; one whose name is taken fails alone and
+ * leaves neither its file nor a change to the other one. */
+Test(queue, commit_batch)
+{
+	static char big[20 * 1024];
+	memset(big, 'b', sizeof big);
+	struct queue_entry old;
+	sample(&old);
+	cr_assert_eq(queue_create(qfd, &old, big, sizeof big, 1700000000), 0);
+	cr_assert_eq(queue_discard(qfd, old.id), 0); /* now a spare of 24 KiB */
+	queue_entry_free(&old);
+
+	struct queue_writer w[3];
+	struct queue_entry e[3];
+	struct queue_writer *ws[3];
+	struct queue_entry *es[3];
+	char body[3][64];
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(queue_open(qfd, 1700000000, &w[i]), 0);
+		snprintf(body[i], sizeof body[i], "Subject: %d\r\n\r\nbody %d\r\n", i, i);
+		cr_assert_eq(queue_write(&w[i], body[i], strlen(body[i])), 0);
+		sample(&e[i]);
+		ws[i] = &w[i];
+		es[i] = &e[i];
+	}
+	cr_assert_gt(w[0].was, 0, "the first writer reuses the spare");
+	char taken[128];
+	snprintf(taken, sizeof taken, "%s.msg", w[2].id);
+	int fd = openat(qfd, taken, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	cr_assert_geq(fd, 0);
+	close(fd);
+
+	int rcs[3] = {1, 1, 1};
+	queue_commit_batch(ws, es, rcs, 3);
+	cr_assert_eq(rcs[0], 0);
+	cr_assert_eq(rcs[1], 0);
+	cr_assert_eq(rcs[2], -EEXIST);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(w[i].fd, -1, "writer %d left open", i);
+	struct stat st;
+	cr_assert_eq(fstatat(qfd, taken, &st, 0), 0);
+	cr_assert_eq(st.st_size, 0, "the existing file was changed");
+	cr_assert_eq(unlinkat(qfd, taken, 0), 0);
+
+	char want[512];
+	snprintf(want, sizeof want, "%s.msg %s.msg", e[0].id, e[1].id);
+	if (strcmp(e[0].id, e[1].id) > 0)
+		snprintf(want, sizeof want, "%s.msg %s.msg", e[1].id, e[0].id);
+	cr_assert_str_eq(listing(), want);
+	struct queue_entry *v;
+	unsigned n;
+	cr_assert_eq(queue_load(qfd, &v, &n), 0);
+	cr_assert_eq(n, 2);
+	for (unsigned k = 0; k < n; k++) {
+		int i = strcmp(v[k].id, e[0].id) == 0 ? 0 : 1;
+		cr_assert_eq(v[k].error, 0);
+		same_entry(&e[i], &v[k]);
+		char name[128];
+		snprintf(name, sizeof name, "%s.msg", e[i].id);
+		size_t len;
+		const char *m = get_file(name, &len);
+		cr_assert(!memcmp(m, body[i], strlen(body[i])), "entry %d: %s", i, m);
+	}
+	queue_entries_free(v, n);
+	for (int i = 0; i < 3; i++)
+		queue_entry_free(&e[i]);
+}

@@ -367,11 +367,15 @@ static int run(const char *path)
 	if (cfg.relay.queue && relay_start(&srv) != 0)
 		return 2;
 	pthread_barrier_init(&worker_ready, NULL, srv.nworkers + 1);
-	for (unsigned i = 0; i < srv.nworkers; i++)
+	for (unsigned i = 0; i < srv.nworkers; i++) {
 		if (pthread_create(&srv.workers[i].thread, NULL, worker_run, &srv.workers[i]) != 0) {
 			fprintf(stderr, "mailpopbox: cannot start worker threads\n");
 			return 2;
 		}
+		char name[16]; /* as top -H and ps -L show it */
+		snprintf(name, sizeof name, "mpb-ring%u", (unsigned)(uint16_t)i);
+		pthread_setname_np(srv.workers[i].thread, name);
+	}
 	pthread_barrier_wait(&worker_ready);
 	if (atomic_load(&worker_init_error)) {
 		fprintf(stderr, "mailpopbox: io_uring setup failed: %s\n",

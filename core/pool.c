@@ -99,6 +99,7 @@ int pool_start(unsigned nthreads)
 	for (unsigned i = 0; i < nthreads; i++) {
 		if (pthread_create(&pool.threads[i], NULL, pool_main, NULL) != 0)
 			return -1;
+		pthread_setname_np(pool.threads[i], "mpb-pool");
 		pool.n++;
 	}
 	return 0;

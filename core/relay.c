@@ -1888,10 +1888,12 @@ int relay_start(struct server *srv)
 		return -1;
 	}
 	R.started = true;
+	pthread_setname_np(R.sched, "mpb-relay-sched");
 	for (unsigned i = 0; i < RELAY_THREADS; i++) {
 		pthread_cond_init(&R.wcv[i], NULL);
 		if (pthread_create(&R.workers[i], NULL, worker_main, (void *)(uintptr_t)i) != 0)
 			break;
+		pthread_setname_np(R.workers[i], "mpb-relay");
 		R.nworkers++;
 	}
 	if (R.nworkers == 0) {

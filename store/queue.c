@@ -637,12 +637,12 @@ int queue_open(int qdirfd, int64_t now, struct queue_writer *w)
 		uint64_t q = atomic_fetch_add_explicit(&queue_seq, 1, memory_order_relaxed);
 		snprintf(w->id, sizeof w->id, "%lld.%06ld.%d.%llu", (long long)now,
 			 ts.tv_nsec / 1000, (int)getpid(), (unsigned long long)q);
-		char msg[QUEUE_ID_MAX + 16], env[QUEUE_ID_MAX + 16], tmp[QUEUE_ID_MAX + 16];
-		name_of(msg, sizeof msg, w->id, ".msg");
-		name_of(env, sizeof env, w->id, ".env");
+		/* The id is new unless the clock went back onto a recycled pid:
+		 * then the commit's RENAME_NOREPLACE refuses the taken name (and
+		 * a state file without its message file is gone since the
+		 * start's scan), so no lookup is needed here. */
+		char tmp[QUEUE_ID_MAX + 16];
 		name_of(tmp, sizeof tmp, w->id, ".msg.tmp");
-		/* an id is never reused, even across restarts with a recycled pid */
-		if (exists(qdirfd, msg) || exists(qdirfd, env)) continue;
 		if ((w->fd = spare_take(qdirfd, w->tmp, sizeof w->tmp, &w->was)) >= 0) return 0;
 		memcpy(w->tmp, tmp, sizeof w->tmp);
 		w->fd = openat(qdirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);

@@ -485,26 +485,37 @@ static void on_open(struct spool *sp, struct spool_file *f, int res)
 	smtp_conn_spool_done(c, SMTP_REQ_SPOOL_OPEN, 0, NULL);
 }
 
-/* The relay queue's file: queue_open and queue_commit block (openat,
- * fsync, rename, directory fsync), so they run on the pool; the writes in
- * between go through the ring like any maildrop file. */
-static int qopen_job(struct pool_job *j)
+/* The relay queue's file: picked by queue_pick (a spare to write over, or
+ * a new ID.msg.tmp) and opened through the ring like a maildrop file; the
+ * commit blocks (fsync, rename, directory fsync), so it runs on the pool. */
+static void qopen_submit(struct spool_file *f, bool spare)
 {
-	struct spool_file *f = j->arg;
-	return queue_open(j->w->srv->qdirfd, (int64_t)time(NULL), &f->qw);
+	struct worker *w = f->sp->w;
+	int flags = queue_pick(w->srv->qdirfd, (int64_t)time(NULL), &f->qw, spare);
+	struct io_uring_sqe *sqe = worker_sqe(w);
+	io_uring_prep_openat(sqe, w->srv->qdirfd, f->qw.tmp, flags, 0600);
+	io_uring_sqe_set_data64(sqe, op_tag(f, OP_SPOOL_OPEN));
 }
 
-static void qopen_done(struct pool_job *j)
+/* Its open came back (RES: the fd or -errno): true to go on, false when a
+ * spare that could not be opened was dropped and a new file asked for. */
+static bool qopened(struct spool_file *f, int res)
 {
-	struct spool_file *f = j->arg;
-	int res = j->result;
-	pool_job_free(j);
-	if (res == 0) {
+	if (res >= 0) {
+		f->qw.fd = res;
 		/* discard unlinks f->base if the message never commits */
 		snprintf(f->base, sizeof f->base, "%s", f->qw.tmp);
-		res = f->qw.fd;
+		return true;
 	}
-	on_open(f->sp, f, res);
+	if (!f->qw.spare)
+		return true;
+	struct worker *w = f->sp->w;
+	struct io_uring_sqe *sqe = worker_sqe(w);
+	io_uring_prep_unlinkat(sqe, w->srv->qdirfd, f->qw.tmp, 0);
+	io_uring_sqe_set_data64(sqe, OP_IGNORE);
+	io_uring_submit(&w->ring); /* its path is read now: qw.tmp changes */
+	qopen_submit(f, false);
+	return false;
 }
 
 /* Weak: a build without the relay runner still queues durably. */
@@ -715,20 +726,9 @@ struct spool *spool_open(struct conn *c)
 		f->dom = -1;
 		f->fd = -1;
 		f->qw.fd = -1;
-		struct pool_job *j = calloc(1, sizeof *j);
-		if (!j) {
-			c->w->nspools--;
-			free(sp->hdr);
-			free(sp);
-			return NULL;
-		}
-		j->w = c->w;
-		j->fn = qopen_job;
-		j->done = qopen_done;
-		j->arg = f;
+		qopen_submit(f, true);
 		sp->pending++;
 		sp->opening++;
-		pool_submit(j);
 	}
 	for (unsigned i = 0; i < nd; i++) {
 		struct spool_file *f = &sp->f[i];
@@ -903,6 +903,8 @@ void spool_cqe(struct worker *w, enum op op, void *obj, int res)
 	switch (op) {
 	case OP_SPOOL_OPEN: {
 		struct spool_file *f = obj;
+		if (f->dom < 0 && !qopened(f, res))
+			return;
 		on_open(f->sp, f, res);
 		return;
 	}

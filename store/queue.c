@@ -565,25 +565,21 @@ static void spare_name(char *buf, size_t cap, uint64_t k)
 	snprintf(buf, cap, SPARE_PREFIX "%llu", (unsigned long long)k);
 }
 
-/* A spare of QDIRFD's directory, opened for writing: the fd (its name in
- * buf, its size in *was), or -1 when there is none. */
-static int spare_take(int qdirfd, char *buf, size_t cap, uint64_t *was)
+/* Takes a spare of QDIRFD's directory off the pool: true with its name in
+ * buf and its size in *was, false when there is none. */
+static bool spare_pop(int qdirfd, char *buf, size_t cap, uint64_t *was)
 {
-	for (;;) {
-		pthread_mutex_lock(&spares.lock);
-		if (spares.n == 0 || !spare_dir(qdirfd, false)) {
-			pthread_mutex_unlock(&spares.lock);
-			return -1;
-		}
+	pthread_mutex_lock(&spares.lock);
+	bool got = spares.n > 0 && spare_dir(qdirfd, false);
+	uint64_t k = 0;
+	if (got) {
 		spares.n--;
-		uint64_t k = spares.v[spares.n].k;
+		k = spares.v[spares.n].k;
 		*was = spares.v[spares.n].size;
-		pthread_mutex_unlock(&spares.lock);
-		spare_name(buf, cap, k);
-		int fd = openat(qdirfd, buf, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-		if (fd >= 0) return fd;
-		unlinkat(qdirfd, buf, 0); /* gone or unusable: forget it */
 	}
+	pthread_mutex_unlock(&spares.lock);
+	if (got) spare_name(buf, cap, k);
+	return got;
 }
 
 /* Makes NAME a spare instead of unlinking it: 0, or -errno (then the
@@ -626,28 +622,38 @@ static int spare_put(int qdirfd, const char *name)
 	return 0;
 }
 
-int queue_open(int qdirfd, int64_t now, struct queue_writer *w)
+int queue_pick(int qdirfd, int64_t now, struct queue_writer *w, bool spare)
 {
 	memset(w, 0, sizeof *w);
 	w->qdirfd = qdirfd;
 	w->fd = -1;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t q = atomic_fetch_add_explicit(&queue_seq, 1, memory_order_relaxed);
+	/* The id is new unless the clock went back onto a recycled pid: then
+	 * the commit's RENAME_NOREPLACE refuses the taken name (and a state
+	 * file without its message file is gone since the start's scan), so
+	 * no lookup is needed here. */
+	snprintf(w->id, sizeof w->id, "%lld.%06ld.%d.%llu", (long long)now, ts.tv_nsec / 1000,
+		 (int)getpid(), (unsigned long long)q);
+	if (spare && spare_pop(qdirfd, w->tmp, sizeof w->tmp, &w->was)) {
+		w->spare = true;
+		return O_WRONLY | O_CLOEXEC | O_NOFOLLOW;
+	}
+	name_of(w->tmp, sizeof w->tmp, w->id, ".msg.tmp");
+	return O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
+}
+
+int queue_open(int qdirfd, int64_t now, struct queue_writer *w)
+{
 	for (int tries = 0; tries < 100; tries++) {
-		uint64_t q = atomic_fetch_add_explicit(&queue_seq, 1, memory_order_relaxed);
-		snprintf(w->id, sizeof w->id, "%lld.%06ld.%d.%llu", (long long)now,
-			 ts.tv_nsec / 1000, (int)getpid(), (unsigned long long)q);
-		/* The id is new unless the clock went back onto a recycled pid:
-		 * then the commit's RENAME_NOREPLACE refuses the taken name (and
-		 * a state file without its message file is gone since the
-		 * start's scan), so no lookup is needed here. */
-		char tmp[QUEUE_ID_MAX + 16];
-		name_of(tmp, sizeof tmp, w->id, ".msg.tmp");
-		if ((w->fd = spare_take(qdirfd, w->tmp, sizeof w->tmp, &w->was)) >= 0) return 0;
-		memcpy(w->tmp, tmp, sizeof w->tmp);
-		w->fd = openat(qdirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		int flags = queue_pick(qdirfd, now, w, true);
+		w->fd = openat(qdirfd, w->tmp, flags, 0600);
 		if (w->fd >= 0) return 0;
-		if (errno != EEXIST) return -errno;
+		if (w->spare)
+			unlinkat(qdirfd, w->tmp, 0); /* gone or unusable: forget it */
+		else if (errno != EEXIST)
+			return -errno;
 	}
 	return -EEXIST;
 }

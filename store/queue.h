@@ -113,12 +113,20 @@ struct queue_writer {
 	uint64_t was; /* a spare's size when taken (its old content), else 0 */
 	char id[QUEUE_ID_MAX];
 	char tmp[QUEUE_ID_MAX + 16]; /* ID.msg.tmp, or a spare file reused */
+	bool spare;                  /* tmp is a spare */
 };
 /* Picks a fresh id (from NOW, the clock's microseconds, pid and a counter;
  * never one that exists) and opens a file to write: a spare (the file of
  * a finished entry, written over from offset 0) or a new ID.msg.tmp.
  * 0 or -errno. */
 int queue_open(int qdirfd, int64_t now, struct queue_writer *w);
+/* queue_open's choice without the open, for a caller that opens through
+ * io_uring: sets up W (id, the file's name in w->tmp: a spare when SPARE
+ * and the pool has one) and returns the open(2) flags for w->tmp (mode
+ * 0600), then the caller sets w->fd. A spare that fails to open is
+ * unlinked by the caller and another pick made without SPARE; a new
+ * file's EEXIST also calls for another pick. */
+int queue_pick(int qdirfd, int64_t now, struct queue_writer *w, bool spare);
 /* 0 or -errno (then call queue_abort). */
 int queue_write(struct queue_writer *w, const void *p, size_t n);
 /* Sets e->id and e->size, appends the state, makes the entry durable. 0 only once

@@ -128,6 +128,34 @@ class Delivery(RelayTestCase):
         self.wait_queue_empty(srv)
         self.assertNotIn("query[MX]", self.dns.log())
 
+    def test_spare_files_reused_and_removed_by_hand(self):
+        """A relayed entry's file stays in the queue directory as a spare
+        (.spare.N) that the next entry is written over; if an operator
+        removed the spares meanwhile, the next entry gets a new file."""
+        peer = self.peer()
+        srv = self.server(1, smarthost="127.0.0.1:%d" % peer.port)
+        q = srv.config["relay"]["queue"]
+
+        def spares():
+            return sorted(n for n in os.listdir(q) if n.startswith(".spare."))
+
+        def relay(subject, n):
+            self.assertEqual(submit(srv, [RCPT], message(subject=subject)), {})
+            self.assertEqual(str(peer.wait_transactions(n)[n - 1].message()["Subject"]), subject)
+            self.wait_queue_empty(srv)
+
+        relay("first", 1)
+        first = spares()
+        self.assertEqual(len(first), 1, os.listdir(q))
+        ino = os.stat(os.path.join(q, first[0])).st_ino
+        relay("second", 2)
+        self.assertEqual(len(spares()), 1, os.listdir(q))
+        self.assertEqual(os.stat(os.path.join(q, spares()[0])).st_ino, ino, "the spare was not reused")
+        os.unlink(os.path.join(q, spares()[0]))
+        relay("third", 3)  # its spare is gone: a new file, and 250 all the same
+        self.assertEqual(len(spares()), 1, os.listdir(q))
+        self.assertEqual(srv.log_lines("spool_open_failed"), [])
+
     def test_implicit_mx(self):
         """No MX record: the domain's own address (RFC 5321 5.1)."""
         peer = self.peer()

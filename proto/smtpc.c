@@ -27,9 +27,12 @@
  *   allows conversion or non-delivery; we do not convert). A non-ASCII
  *   address without SMTPUTF8: permanent 5.6.7 (RFC 6531 3.2), for the
  *   recipient alone or, for the sender, for all.
- * - With PIPELINING, MAIL and every RCPT go in one batch (RFC 2920 3.1);
- *   DATA only after their replies, so that DATA is never sent for a
- *   transaction without a recipient. A refused MAIL decides every recipient,
+ * - With PIPELINING, MAIL, every RCPT and DATA go in one batch (RFC 2920
+ *   3.1: DATA may end a group), one round trip fewer per message. A server
+ *   answers DATA with 503/554 when no recipient was accepted; one that says
+ *   354 all the same gets a lone "." (RFC 2920 3.1), whose reply does not
+ *   count. Without PIPELINING, DATA goes only after the RCPT replies, and
+ *   only when one was accepted. A refused MAIL decides every recipient,
  *   whatever the RCPT replies (which then are 503s) say.
  * - 421 at any point: every undecided recipient fails temporarily with that
  *   reply, and the connection is closed without QUIT (RFC 5321 3.8).
@@ -54,13 +57,24 @@ enum {
 	ST_DATA,
 	ST_BODY, /* SMTPC_REQ_BODY outstanding */
 	ST_DOT,
+	ST_NULLDOT, /* a lone "." after 354 to a DATA without a recipient */
 	ST_QUIT,
 	ST_IDLE, /* SMTPC_REQ_IDLE returned: a message done, the link kept */
 	ST_CLOSED,
 };
 
 /* s->want */
-enum { CMD_NONE, CMD_EHLO, CMD_HELO, CMD_STARTTLS, CMD_TX, CMD_DATA, CMD_DOT, CMD_QUIT };
+enum {
+	CMD_NONE,
+	CMD_EHLO,
+	CMD_HELO,
+	CMD_STARTTLS,
+	CMD_TX,
+	CMD_DATA,
+	CMD_DOT,
+	CMD_NULLDOT,
+	CMD_QUIT
+};
 
 /* smtpc_rcpt.priv */
 enum { RF_SENT = 1, RF_ACCEPTED = 2 };
@@ -400,6 +414,12 @@ static bool tx_send(struct smtpc_session *s, struct obuf *out)
 		if (s->outstanding++ == 0)
 			set_wait(s, s->send_cur == 0 ? SMTPC_W_MAIL : SMTPC_W_RCPT);
 	}
+	if (pipe && s->send_cur >= n && !s->mail_code && !s->data_piped) {
+		if (!room(out)) return false;
+		obuf_puts(out, "DATA\r\n");
+		s->data_piped = true;
+		s->outstanding++;
+	}
 	s->want = CMD_NONE;
 	return true;
 }
@@ -434,6 +454,11 @@ static bool owe(struct smtpc_session *s, struct obuf *out)
 	case CMD_DOT:
 		smtpc_stuff_end(&s->stuff, out);
 		s->state = ST_DOT;
+		set_wait(s, SMTPC_W_DOT);
+		break;
+	case CMD_NULLDOT:
+		obuf_puts(out, ".\r\n");
+		s->state = ST_NULLDOT;
 		set_wait(s, SMTPC_W_DOT);
 		break;
 	case CMD_QUIT:
@@ -485,6 +510,7 @@ static void start_tx(struct smtpc_session *s)
 	}
 	s->state = ST_TX;
 	s->send_cur = s->reply_cur = -1;
+	s->data_piped = false;
 	s->want = CMD_TX;
 }
 
@@ -501,11 +527,43 @@ static void after_hello(struct smtpc_session *s)
 	}
 }
 
-/* The reply to MAIL or to the next RCPT sent. */
+/* A refused MAIL decides every recipient with its reply. */
+static void decide_by_mail(struct smtpc_session *s)
+{
+	for (unsigned i = 0; i < s->msg->nrcpt; i++)
+		decide(s, &s->msg->rcpt[i], by_class(s->mail_code), s->mail_code, s->mail_status,
+		       SMTPC_W_MAIL, s->mail_reply);
+}
+
+/* The reply to the DATA that ended the batch, every other reply in. */
+static enum smtpc_req piped_data_reply(struct smtpc_session *s)
+{
+	unsigned c = s->code;
+	s->data_piped = false;
+	if (s->mail_code) decide_by_mail(s);
+	bool go = !s->mail_code && s->naccepted;
+	if (c >= 300 && c < 400) {
+		if (go) {
+			s->state = ST_BODY;
+			smtpc_stuff_init(&s->stuff);
+			set_wait(s, SMTPC_W_BODY);
+			return SMTPC_REQ_BODY;
+		}
+		s->want = CMD_NULLDOT; /* no recipient, yet 354 */
+		return SMTPC_REQ_NONE;
+	}
+	if (c < 300) return protocol_error(s, "unexpected 2xx reply to DATA");
+	if (go) decide_all_reply(s, by_class(c), SMTPC_W_DATA, true);
+	quit(s);
+	return SMTPC_REQ_NONE;
+}
+
+/* The reply to MAIL, to the next RCPT sent, or to a pipelined DATA. */
 static enum smtpc_req tx_reply(struct smtpc_session *s)
 {
 	unsigned c = s->code;
 	if (c == 421) return closing(s);
+	if (s->data_piped && s->outstanding == 0) return piped_data_reply(s);
 	if (c < 400 && c >= 300) return protocol_error(s, "unexpected 3xx reply to MAIL or RCPT");
 	if (s->reply_cur < 0) {
 		s->mail_answered = true;
@@ -534,7 +592,8 @@ static enum smtpc_req tx_reply(struct smtpc_session *s)
 			decide(s, r, by_class(c), c, s->status, SMTPC_W_RCPT, s->reply);
 		}
 	}
-	if (s->outstanding) set_wait(s, SMTPC_W_RCPT);
+	if (s->outstanding)
+		set_wait(s, s->data_piped && s->outstanding == 1 ? SMTPC_W_DATA : SMTPC_W_RCPT);
 	skip_decided(s);
 	if (s->send_cur < (int)s->msg->nrcpt && !s->mail_code) {
 		s->want = CMD_TX;
@@ -543,9 +602,7 @@ static enum smtpc_req tx_reply(struct smtpc_session *s)
 	if (s->outstanding) return SMTPC_REQ_NONE;
 	/* every reply is in */
 	if (s->mail_code) {
-		for (unsigned i = 0; i < s->msg->nrcpt; i++)
-			decide(s, &s->msg->rcpt[i], by_class(s->mail_code), s->mail_code,
-			       s->mail_status, SMTPC_W_MAIL, s->mail_reply);
+		decide_by_mail(s);
 		quit(s);
 	} else if (s->naccepted) {
 		s->want = CMD_DATA;
@@ -632,6 +689,11 @@ static enum smtpc_req on_reply(struct smtpc_session *s)
 			set_wait(s, SMTPC_W_NONE);
 			return SMTPC_REQ_IDLE;
 		}
+		quit(s);
+		return SMTPC_REQ_NONE;
+	case ST_NULLDOT:
+		/* the recipients were decided by their own replies */
+		if (c == 421) return close_now(s);
 		quit(s);
 		return SMTPC_REQ_NONE;
 	case ST_QUIT: return close_now(s);

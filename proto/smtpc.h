@@ -202,6 +202,7 @@ struct smtpc_session {
 	uint8_t want; /* the command owed, written when the obuf has room */
 	bool mail_answered;
 	bool mail_ok;
+	bool data_piped; /* DATA ended the pipelined batch; its reply is owed */
 	uint32_t wait_seq;
 	uint32_t outstanding; /* commands written, replies not yet read */
 	int send_cur;	      /* -1 = MAIL, i = rcpt[i], nrcpt = all sent */

@@ -14,7 +14,8 @@
  * *used <= n; only a short obuf stops the machine before its input ends;
  * every command line is a known verb, CRLF-terminated, with no CR or LF
  * inside, within SMTPC_CMD_ROOM; a decided recipient never changes; DATA only
- * after an accepted RCPT; DELIVERED only after the end of data was written;
+ * after an accepted RCPT or at the end of a pipelined batch; the message
+ * only after an accepted RCPT; DELIVERED only after the end of data was written;
  * CLOSE, timeout and EOF leave no recipient undecided; status and diag are
  * NUL-terminated printable text. With s->keep (a bit of the setup) the
  * machine may go idle after a message: the next message then starts on the
@@ -57,6 +58,14 @@ static bool starts(const char *p, size_t n, const char *w)
 	return n >= k && memcmp(p, w, k) == 0;
 }
 
+static bool accepted(const struct run *r)
+{
+	bool any = false;
+	for (unsigned i = 0; i < r->msg.nrcpt; i++)
+		any |= (r->rcpt[i].priv & 2) != 0; /* RCPT got 2xx */
+	return any;
+}
+
 /* Command lines written outside the body. */
 static void flush_cmds(struct run *r)
 {
@@ -73,10 +82,8 @@ static void flush_cmds(struct run *r)
 		      starts(p, n, "DATA\r\n") || starts(p, n, "QUIT\r\n") ||
 		      starts(p, n, ".\r\n"));
 		if (starts(p, n, "DATA\r\n")) {
-			bool accepted = false;
-			for (unsigned i = 0; i < r->msg.nrcpt; i++)
-				accepted |= (r->rcpt[i].priv & 2) != 0; /* RCPT got 2xx */
-			CHECK(accepted);
+			/* pipelined: it ends the batch, before any reply */
+			CHECK(accepted(r) || (r->s.ext & SMTPC_EXT_PIPELINING));
 			r->data_sent = true;
 		}
 		if (starts(p, n, ".\r\n")) r->dot_written = true;
@@ -134,7 +141,7 @@ static bool handle(struct run *r, enum smtpc_req req)
 			drop = true;
 			req = smtpc_complete(&r->s, req, r->tls_ok ? 0 : -1, &r->out);
 		} else {
-			CHECK(r->data_sent);
+			CHECK(r->data_sent && accepted(r));
 			size_t off = 0, n = sizeof body - 1;
 			while (off < n) {
 				size_t used = smtpc_body(&r->s, body + off, n - off, &r->out);

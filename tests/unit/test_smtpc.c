@@ -237,10 +237,10 @@ Test(smtpc, pipelining_batches_mail_and_rcpts)
 	       "C: MAIL FROM:<alice@example.com>",
 	       "C: RCPT TO:<bob@remote.test>",
 	       "C: RCPT TO:<carol@remote.test>",
+	       "C: DATA",
 	       "S: 250 2.1.0 Ok",
 	       "S: 250 2.1.5 Ok",
 	       "S: 550 5.1.1 <carol@remote.test>: Recipient address rejected",
-	       "C: DATA",
 	       "S: 354 go ahead",
 	       BODY_OUT,
 	       "S: 250 2.0.0 Ok: queued",
@@ -257,7 +257,7 @@ Test(smtpc, pipelining_replies_may_trickle_in)
 {
 	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 PIPELINING",
 	       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
-	       "C: RCPT TO:<carol@remote.test>");
+	       "C: RCPT TO:<carol@remote.test>", "C: DATA");
 	uint32_t seq0, seq1;
 	cr_assert_eq(smtpc_wait(&H.s, NULL, &seq0), SMTPC_W_MAIL);
 	drive_str(&H, "250 ok\r\n");
@@ -265,29 +265,56 @@ Test(smtpc, pipelining_replies_may_trickle_in)
 	cr_assert_neq(seq0, seq1);
 	drive_str(&H, "451 4.3.0 try later\r\n");
 	expect_str(&H, "");
-	DIALOG("S: 250 ok", "C: DATA", "S: 354 go", BODY_OUT, "S: 250 done", "C: QUIT");
+	drive_str(&H, "250 ok\r\n");
+	cr_assert_eq(smtpc_wait(&H.s, NULL, NULL), SMTPC_W_DATA);
+	DIALOG("S: 354 go", BODY_OUT, "S: 250 done", "C: QUIT");
 	check_rcpt(0, SMTPC_TEMP, 451, "4.3.0", SMTPC_W_RCPT, "451 4.3.0 try later");
 	check_rcpt(1, SMTPC_DELIVERED, 250, "2.0.0", SMTPC_W_DOT, "250 done");
 }
 
+/* No recipient accepted: without PIPELINING no DATA is sent; with it, the
+ * DATA that ended the batch is refused (RFC 2920 3.1), or, when a server
+ * says 354 all the same, a lone "." ends it. No body goes out either way,
+ * and the RCPT replies decide. */
 Test(smtpc, no_recipient_accepted_means_no_data)
 {
 	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 PIPELINING",
 	       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
-	       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "S: 550 5.1.1 no",
-	       "S: 450 4.2.0 greylisted", "C: QUIT", "S: 221 bye");
+	       "C: RCPT TO:<carol@remote.test>", "C: DATA", "S: 250 ok", "S: 550 5.1.1 no",
+	       "S: 450 4.2.0 greylisted", "S: 554 5.5.1 no valid recipients", "C: QUIT",
+	       "S: 221 bye");
 	cr_assert(H.closed);
 	cr_assert_eq(H.bodies, 0);
 	check_rcpt(0, SMTPC_PERM, 550, "5.1.1", SMTPC_W_RCPT, "550 5.1.1 no");
 	check_rcpt(1, SMTPC_TEMP, 450, "4.2.0", SMTPC_W_RCPT, "450 4.2.0 greylisted");
+
+	setup();
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 PIPELINING",
+	       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
+	       "C: RCPT TO:<carol@remote.test>", "C: DATA", "S: 250 ok", "S: 550 5.1.1 no",
+	       "S: 450 4.2.0 greylisted", "S: 354 go ahead anyway", "C: .",
+	       "S: 250 2.0.0 queued, to nobody", "C: QUIT", "S: 221 bye");
+	cr_assert(H.closed);
+	cr_assert_eq(H.bodies, 0);
+	check_rcpt(0, SMTPC_PERM, 550, "5.1.1", SMTPC_W_RCPT, "550 5.1.1 no");
+	check_rcpt(1, SMTPC_TEMP, 450, "4.2.0", SMTPC_W_RCPT, "450 4.2.0 greylisted");
+
+	setup();
+	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250 x", "C: MAIL FROM:<alice@example.com>",
+	       "S: 250 ok", "C: RCPT TO:<bob@remote.test>", "S: 550 5.1.1 no",
+	       "C: RCPT TO:<carol@remote.test>", "S: 550 5.1.1 no", "C: QUIT", "S: 221 bye");
+	cr_assert(H.closed);
+	cr_assert_eq(H.bodies, 0);
 }
 
 Test(smtpc, refused_mail_decides_everyone_pipelined)
 {
 	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 PIPELINING",
 	       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
-	       "C: RCPT TO:<carol@remote.test>", "S: 550 5.7.1 sender rejected",
-	       "S: 503 5.5.1 need MAIL", "S: 503 5.5.1 need MAIL", "C: QUIT");
+	       "C: RCPT TO:<carol@remote.test>", "C: DATA", "S: 550 5.7.1 sender rejected",
+	       "S: 503 5.5.1 need MAIL", "S: 503 5.5.1 need MAIL", "S: 503 5.5.1 need RCPT",
+	       "C: QUIT");
+	cr_assert_eq(H.bodies, 0);
 	for (unsigned i = 0; i < 2; i++)
 		check_rcpt(i, SMTPC_PERM, 550, "5.7.1", SMTPC_W_MAIL, "550 5.7.1 sender rejected");
 	cr_assert(!H.s.try_next_mx);
@@ -324,7 +351,7 @@ Test(smtpc, dsn_parameters_when_offered)
 	       "S: 250 PIPELINING",
 	       "C: MAIL FROM:<alice@example.com> SIZE=100 RET=HDRS ENVID=env+2Bid+3D1+20x",
 	       "C: RCPT TO:<bob@remote.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob+2Btag@remote.test",
-	       "C: RCPT TO:<carol@remote.test> NOTIFY=NEVER");
+	       "C: RCPT TO:<carol@remote.test> NOTIFY=NEVER", "C: DATA");
 	cr_assert_eq(H.s.remote_size, 5000);
 }
 
@@ -347,7 +374,7 @@ Test(smtpc, no_dsn_parameters_without_dsn)
 	H.rcpt[0].orcpt = "rfc822;bob@remote.test";
 	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 PIPELINING",
 	       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
-	       "C: RCPT TO:<carol@remote.test>");
+	       "C: RCPT TO:<carol@remote.test>", "C: DATA");
 	cr_assert(!(H.s.ext & SMTPC_EXT_DSN));
 }
 
@@ -404,8 +431,8 @@ Test(smtpc, non_ascii_recipient_alone_without_smtputf8)
 {
 	H.rcpt[0].addr = "j\xc3\xb6rg@remote.test";
 	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 PIPELINING",
-	       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<carol@remote.test>",
-	       "S: 250 ok", "S: 250 ok", "C: DATA");
+	       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<carol@remote.test>", "C: DATA",
+	       "S: 250 ok", "S: 250 ok");
 	check_rcpt(0, SMTPC_PERM, 0, "5.6.7", SMTPC_W_RCPT, NULL);
 	setup();
 	H.rcpt[0].addr = "j\xc3\xb6rg@remote.test";
@@ -432,7 +459,7 @@ Test(smtpc, ehlo_keywords_are_case_insensitive_and_exact)
 	       "S: 250-8bitmime", "S: 250-CHUNKING", "S: 250-ENHANCEDSTATUSCODES",
 	       "S: 250-SMTPUTF8", "S: 250-STARTTLSX", "S: 250-PIPELINING2", "S: 250 AUTH PLAIN",
 	       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
-	       "C: RCPT TO:<carol@remote.test>");
+	       "C: RCPT TO:<carol@remote.test>", "C: DATA");
 	cr_assert_eq(H.s.ext, SMTPC_EXT_PIPELINING | SMTPC_EXT_DSN | SMTPC_EXT_8BITMIME |
 				      SMTPC_EXT_CHUNKING | SMTPC_EXT_ENHANCEDSTATUSCODES |
 				      SMTPC_EXT_SMTPUTF8);
@@ -578,8 +605,8 @@ Test(smtpc, data_refused)
 	setup();
 	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 pipelining",
 	       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
-	       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "S: 250 ok", "S: 250 ok",
-	       "C: DATA", "S: 451 4.3.0 later", "C: QUIT");
+	       "C: RCPT TO:<carol@remote.test>", "C: DATA", "S: 250 ok", "S: 250 ok", "S: 250 ok",
+	       "S: 451 4.3.0 later", "C: QUIT");
 	check_rcpt(0, SMTPC_TEMP, 451, "4.3.0", SMTPC_W_DATA, NULL);
 	check_rcpt(1, SMTPC_TEMP, 451, "4.3.0", SMTPC_W_DATA, NULL);
 }
@@ -593,8 +620,8 @@ Test(smtpc, end_of_data_refused)
 		snprintf(srv, sizeof srv, "S: %s", replies[k]);
 		DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 pipelining",
 		       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
-		       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "S: 250 ok", "S: 250 ok",
-		       "C: DATA", "S: 354 go", BODY_OUT, srv, "C: QUIT");
+		       "C: RCPT TO:<carol@remote.test>", "C: DATA", "S: 250 ok", "S: 250 ok",
+		       "S: 250 ok", "S: 354 go", BODY_OUT, srv, "C: QUIT");
 		for (unsigned i = 0; i < 2; i++)
 			check_rcpt(i, k ? SMTPC_PERM : SMTPC_TEMP, k ? 554 : 452,
 				   k ? "5.6.0" : "4.3.1", SMTPC_W_DOT, replies[k]);
@@ -627,8 +654,8 @@ Test(smtpc, rcpt_421_mid_batch)
 	setup_rcpts(&H, 3);
 	DIALOG(GREET, "C: EHLO mx.example.com", "S: 250-x", "S: 250 pipelining",
 	       "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
-	       "C: RCPT TO:<carol@remote.test>", "C: RCPT TO:<r2@remote.test>", "S: 250 ok",
-	       "S: 550 5.1.1 unknown", "S: 421 4.7.0 too many errors");
+	       "C: RCPT TO:<carol@remote.test>", "C: RCPT TO:<r2@remote.test>", "C: DATA",
+	       "S: 250 ok", "S: 550 5.1.1 unknown", "S: 421 4.7.0 too many errors");
 	cr_assert(H.closed);
 	check_rcpt(0, SMTPC_PERM, 550, "5.1.1", SMTPC_W_RCPT, NULL);
 	check_rcpt(1, SMTPC_TEMP, 421, "4.7.0", SMTPC_W_RCPT, "421 4.7.0 too many errors");
@@ -930,13 +957,15 @@ Test(smtpc, small_obuf_writes_the_batch_in_parts)
 					 "RCPT TO:<bob@remote.test>\r\nRCPT TO:<carol@remote.test>\r\n");
 	for (unsigned i = 2; i < 12; i++)
 		n += (size_t)sprintf(want + n, "RCPT TO:<r%u@remote.test>\r\n", i);
+	n += (size_t)sprintf(want + n, "DATA\r\n");
 	expect_out(&H, want, n);
 	char srv[1024];
 	n = 0;
 	for (unsigned i = 0; i < 13; i++)
 		n += (size_t)sprintf(srv + n, "250 ok\r\n");
+	n += (size_t)sprintf(srv + n, "354 go\r\n");
 	drive(&H, srv, n);
-	expect_str(&H, "DATA\r\n");
+	cr_assert_eq(H.bodies, 1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1032,7 +1061,7 @@ Test(smtpc, stage_names)
  * data. */
 #define FIRST_MESSAGE(final)                                                                       \
 	DIALOG(PIPE_HELLO, "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",     \
-	       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "S: 250 ok", "S: 250 ok", "C: DATA", \
+	       "C: RCPT TO:<carol@remote.test>", "C: DATA", "S: 250 ok", "S: 250 ok", "S: 250 ok", \
 	       "S: 354 go", BODY_OUT, final)
 
 /* The second message of the connection (dave to erin): straight to MAIL
@@ -1046,7 +1075,7 @@ static void second_message(void)
 	cr_assert(!smtpc_idle(&H.s));
 	cr_assert_eq(H.rcpt[0].result, SMTPC_PENDING);
 	drive_str(&H, "");
-	expect_str(&H, "MAIL FROM:<dave@example.com>\r\nRCPT TO:<erin@remote.test>\r\n");
+	expect_str(&H, "MAIL FROM:<dave@example.com>\r\nRCPT TO:<erin@remote.test>\r\nDATA\r\n");
 }
 
 Test(smtpc, keep_idles_after_the_message_then_carries_the_next)
@@ -1061,7 +1090,7 @@ Test(smtpc, keep_idles_after_the_message_then_carries_the_next)
 	check_rcpt(1, SMTPC_DELIVERED, 250, "2.0.0", SMTPC_W_DOT, "250 2.0.0 queued as A");
 
 	second_message();
-	DIALOG("S: 250 ok", "S: 250 ok", "C: DATA", "S: 354 go", BODY_OUT, "S: 250 2.0.0 queued as B");
+	DIALOG("S: 250 ok", "S: 250 ok", "S: 354 go", BODY_OUT, "S: 250 2.0.0 queued as B");
 	cr_assert_eq(H.idles, 2);
 	check_rcpt(0, SMTPC_DELIVERED, 250, "2.0.0", SMTPC_W_DOT, "250 2.0.0 queued as B");
 	cr_assert_eq(H.bodies, 2);
@@ -1081,8 +1110,7 @@ Test(smtpc, keep_idles_after_a_refused_message_but_not_after_421)
 	cr_assert_eq(H.idles, 1);
 	check_rcpt(0, SMTPC_PERM, 554, "5.7.1", SMTPC_W_DOT, "554 5.7.1 content rejected");
 	second_message();
-	DIALOG("S: 250 ok", "S: 250 ok", "C: DATA", "S: 354 go", BODY_OUT,
-	       "S: 421 4.3.2 shutting down");
+	DIALOG("S: 250 ok", "S: 250 ok", "S: 354 go", BODY_OUT, "S: 421 4.3.2 shutting down");
 	/* 421: the channel is closing (RFC 5321 3.8), not idle */
 	cr_assert_eq(H.idles, 1);
 	cr_assert(H.closed);
@@ -1117,7 +1145,7 @@ Test(smtpc, reused_connection_gone_is_a_host_failure)
 Test(smtpc, without_keep_the_session_quits)
 {
 	DIALOG(PIPE_HELLO, "C: MAIL FROM:<alice@example.com>", "C: RCPT TO:<bob@remote.test>",
-	       "C: RCPT TO:<carol@remote.test>", "S: 250 ok", "S: 250 ok", "S: 250 ok", "C: DATA",
+	       "C: RCPT TO:<carol@remote.test>", "C: DATA", "S: 250 ok", "S: 250 ok", "S: 250 ok",
 	       "S: 354 go", BODY_OUT, "S: 250 ok", "C: QUIT");
 	cr_assert_eq(H.idles, 0);
 	cr_assert(!smtpc_idle(&H.s));

@@ -540,9 +540,9 @@ static int qcommit_job(struct pool_job *j)
 	unsigned n = 0;
 	for (struct spool_file *g = f; g; g = g->dsnext)
 		n++;
-	struct queue_writer **ws = malloc(n * sizeof *ws);
-	struct queue_entry **es = malloc(n * sizeof *es);
-	int *rcs = malloc(n * sizeof *rcs);
+	struct queue_writer **ws = calloc(n, sizeof *ws);
+	struct queue_entry **es = calloc(n, sizeof *es);
+	int *rcs = calloc(n, sizeof *rcs);
 	if (ws && es && rcs) {
 		unsigned i = 0;
 		for (struct spool_file *g = f; g; g = g->dsnext, i++) {

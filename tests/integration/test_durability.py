@@ -13,6 +13,7 @@ import time
 import unittest
 import uuid
 
+import abuseutil
 import harness
 from harness import DOMAIN1, Raw, Server
 
@@ -219,24 +220,19 @@ class StorageFailure(unittest.TestCase):
         self.assert_451_then_recovers(
             srv, r, reply, lambda: subprocess.run(["mount", "-o", "remount,rw", mnt], check=True))
 
-    def test_writeback_error_with_concurrent_deliveries(self):
-        """Deliveries that commit together share one syncfs() (a batch);
-        when the disk fails under them, each gets 451 and none is in new/."""
-        srv = Server(self)
-        srv.config["workers"] = 1
-        fs, fail = harness.failing_disk(self, srv.tmp)
-        srv.domain_cfg(DOMAIN1)["maildrop"] = os.path.join(fs, "maildrop")
-        srv.start()
-        fail()
+    def concurrent_451(self, srv, size):
+        """Eight senders at once, each one message of SIZE octets, all sent
+        in one go after a barrier: each must get 451 and leave nothing in
+        new/ or tmp/."""
         start = threading.Barrier(8)
         replies = [None] * 8
 
         def sender(i):
             with Raw(srv.port(), timeout=30) as r:
                 r.expect(220)
-                r.expect(250, "EHLO eio%d.example" % i)
-                tx = b"MAIL FROM:<%s>\r\nRCPT TO:<eio%d@%s>\r\nDATA\r\n" % (SENDER.encode(), i, DOMAIN1.encode())
-                wire = tx + stuff(body_for(uuid.uuid4().hex, 100000)) + b".\r\n"
+                r.expect(250, "EHLO fail%d.example" % i)
+                tx = b"MAIL FROM:<%s>\r\nRCPT TO:<f%d@%s>\r\nDATA\r\n" % (SENDER.encode(), i, DOMAIN1.encode())
+                wire = tx + stuff(body_for(uuid.uuid4().hex, size)) + b".\r\n"
                 start.wait(10)
                 r.send(wire)
                 replies[i] = [r.read_reply()[0] for _ in range(4)]
@@ -248,8 +244,29 @@ class StorageFailure(unittest.TestCase):
             t.join(60)
         self.assertEqual(replies, [[250, 250, 354, 451]] * 8)
         self.assertEqual(srv.new_files(DOMAIN1), [], "nothing may be visible in new/ after a 451")
-        self.assertEqual(srv.new_files(DOMAIN1, "tmp"), [])
+        self.assertEqual(abuseutil.wait_tmp_empty(srv), [], "tmp/ files left behind")
         self.assertTrue(srv.running())
+
+    def test_writeback_error_with_concurrent_deliveries(self):
+        """Deliveries that commit together share one syncfs() (a batch);
+        when the disk fails under them, each gets 451 and none is in new/."""
+        srv = Server(self)
+        srv.config["workers"] = 1
+        fs, fail = harness.failing_disk(self, srv.tmp)
+        srv.domain_cfg(DOMAIN1)["maildrop"] = os.path.join(fs, "maildrop")
+        srv.start()
+        fail()
+        self.concurrent_451(srv, 100000)
+
+    def test_disk_full_with_concurrent_small_deliveries(self):
+        """Small messages, written whole at their final dot, on a full
+        disk: each sender gets 451, and nothing is left."""
+        srv = Server(self)
+        srv.config["workers"] = 1
+        mnt = self.mount_tmpfs(srv)
+        srv.start()
+        harness.fill(os.path.join(mnt, "filler"))
+        self.concurrent_451(srv, 3000)
 
     def test_file_size_limit(self):
         """RLIMIT_FSIZE (EFBIG on write, SIGXFSZ ignored) needs no mount."""

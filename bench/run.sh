@@ -254,8 +254,12 @@ clear_md() {
 	GRAVE=$((GRAVE + 1))
 	mkdir -p "$W/graveyard/$GRAVE"
 	find "$1/new" "$1/cur" "$1/tmp" -type f -exec mv -t "$W/graveyard/$GRAVE" {} + 2>/dev/null
-	true
+	settle
 }
+
+# The moves (and the run before) leave directory blocks to write: written
+# now, not by the next run's first fsync or syncfs.
+settle() { sync -f "$W"; true; }
 
 # ---- smtp-sink --------------------------------------------------------------
 
@@ -346,7 +350,7 @@ pf_clear() { # moved aside, not deleted: see clear_md
 	GRAVE=$((GRAVE + 1))
 	mkdir -p "$W/graveyard"
 	[ -d "$PF/mail/Maildir" ] && mv "$PF/mail/Maildir" "$W/graveyard/pf.$GRAVE"
-	true
+	settle
 }
 
 # ---- Dovecot: pop3 only, passwd-file user, the same Maildir contents --------

@@ -35,6 +35,7 @@
 #include "core/server.h"
 #include "proto/sendas.h"
 #include "store/queue.h"
+#include "store/sync.h"
 
 #define STAGE_IOV 64
 #define STAGE_COPY 256
@@ -972,36 +973,23 @@ void spool_cqe(struct worker *w, enum op op, void *obj, int res)
 }
 
 /* A commit batch (sync = "full", two or more files of one maildrop at
- * once), on the pool: syncfs() writes every dirty file of the maildrop's
- * file system with its inode, one fsync() after it flushes the disk's cache
- * (ext4 without a journal writes the inode tables after syncfs's own flush),
- * then each file is renamed into new/ and one fsync of new/ makes the names
- * durable. Two or three cache flushes per batch, and the inode-table and
- * bitmap blocks of files created together written once, where a file's own
- * fdatasync costs a flush, an inode-table write and one of tmp/ each.
- *
- * Errors: whoever's syncfs (another batch's, another worker's) wrote a
- * file's data, a failure stays recorded on the file and is reported to
- * its own descriptor once (Linux >= 4.14): sync_file_range() on it fails
- * just that file. What syncfs itself reports (an error anywhere on the file
- * system since this batch's descriptor was opened) fails the whole batch. */
+ * once), on the pool: their data made durable together (store/sync.h: one
+ * syncfs and a flush; each file's own write error checked), then each file
+ * is renamed into new/ and one fsync of new/ makes the names durable. Two
+ * or three cache flushes per batch, where a file's own fdatasync costs a
+ * flush, an inode-table write and one of tmp/ each. What sync_all reports
+ * (an error anywhere on the file system) fails the whole batch. */
 #define BATCHES_MAX 2 /* per maildrop and worker: one syncing, one renaming */
 
 static int batch_job(struct pool_job *j)
 {
 	struct spool_file *f = j->arg;
 	const struct maildir *md = &j->w->srv->maildirs[f->dom];
-	int fd = openat(md->tmpfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int rc = syncfs(fd) == 0 ? 0 : -errno;
-	for (struct spool_file *g = f; g && !rc; g = g->dsnext)
-		g->err = sync_file_range(g->fd, 0, 0, SYNC_FILE_RANGE_WAIT_AFTER) == 0 ? 0 : -errno;
-	if (!rc && fsync(fd) != 0)
-		rc = -errno;
-	close(fd);
+	int rc = sync_all(md->tmpfd);
 	if (rc)
 		return rc;
+	for (struct spool_file *g = f; g; g = g->dsnext)
+		g->err = sync_error(g->fd);
 	for (; f; f = f->dsnext) {
 		char final[MAILDIR_NAME_MAX + 32];
 		final_name(f, final, sizeof final);

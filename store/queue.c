@@ -36,6 +36,7 @@
  * what queue_format wrote or it is reported as corrupt.
  */
 #include "store/queue.h"
+#include "store/sync.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -803,19 +804,9 @@ void queue_commit_batch(struct queue_writer *const *ws, struct queue_entry *cons
 	if (n == 0) return;
 	int qdirfd = ws[0]->qdirfd;
 	for (unsigned i = 0; i < n; i++) rcs[i] = write_state(ws[i], es[i]);
-	/* A descriptor of our own: syncfs() reports to it the write errors
-	 * of the whole file system since it was opened, once per
-	 * descriptor. Each file's own errors reach its descriptor whoever's
-	 * sync wrote it: sync_file_range() collects them. Then one fsync
-	 * flushes the disk's cache (ext4 without a journal writes the inode
-	 * tables after syncfs's own flush). */
-	int fd = openat(qdirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int all = fd < 0 ? -errno : syncfs(fd) == 0 ? 0 : -errno;
+	int all = sync_all(qdirfd);
 	for (unsigned i = 0; i < n && !all; i++)
-		if (!rcs[i] && sync_file_range(ws[i]->fd, 0, 0, SYNC_FILE_RANGE_WAIT_AFTER) != 0)
-			rcs[i] = -errno;
-	if (!all && fsync(fd) != 0) all = -errno;
-	if (fd >= 0) close(fd);
+		if (!rcs[i]) rcs[i] = sync_error(ws[i]->fd);
 	unsigned named = 0;
 	for (unsigned i = 0; i < n; i++) {
 		rcs[i] = name_entry(ws[i], rcs[i] ? rcs[i] : all);

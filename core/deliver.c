@@ -609,21 +609,15 @@ static void qcommit_submit(struct worker *w)
 	if (!f || w->qinflight >= QBATCHES_MAX)
 		return;
 	w->qwaiting = NULL;
-	struct pool_job *j = calloc(1, sizeof *j);
-	if (!j) {
-		for (struct spool_file *next; f; f = next) {
-			next = f->dsnext;
-			set_error(f->sp, -ENOMEM); /* the discard removes its file */
-			file_done(f->sp);
-		}
+	if (pool_call(w, qcommit_job, qcommit_done, f) == 0) {
+		w->qinflight++;
 		return;
 	}
-	w->qinflight++;
-	j->w = w;
-	j->fn = qcommit_job;
-	j->done = qcommit_done;
-	j->arg = f;
-	pool_submit(j);
+	for (struct spool_file *next; f; f = next) {
+		next = f->dsnext;
+		set_error(f->sp, -ENOMEM); /* the discard removes its file */
+		file_done(f->sp);
+	}
 }
 
 /* The envelope of the relay recipients, taken while the session is here. */
@@ -1031,22 +1025,16 @@ static void batch_submit(struct worker *w, struct dirsync *ds)
 		io_uring_sqe_set_data64(sqe, op_tag(f, OP_SPOOL_SYNC));
 		return;
 	}
-	struct pool_job *j = calloc(1, sizeof *j);
-	if (!j) {
-		for (struct spool_file *next; f; f = next) {
-			next = f->dsnext;
-			synced(f, -ENOMEM);
-		}
-		return;
-	}
 	for (struct spool_file *g = f; g; g = g->dsnext)
 		g->err = 0;
-	ds->binflight++;
-	j->w = w;
-	j->fn = batch_job;
-	j->done = batch_done;
-	j->arg = f;
-	pool_submit(j);
+	if (pool_call(w, batch_job, batch_done, f) == 0) {
+		ds->binflight++;
+		return;
+	}
+	for (struct spool_file *next; f; f = next) {
+		next = f->dsnext;
+		synced(f, -ENOMEM);
+	}
 }
 
 /* Once per loop turn: the group commits. Relay queue entries and maildrop

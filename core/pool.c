@@ -126,6 +126,20 @@ void pool_submit(struct pool_job *j)
 	pthread_mutex_unlock(&pool.lock);
 }
 
+int pool_call(struct worker *w, int (*fn)(struct pool_job *j), void (*done)(struct pool_job *j),
+	      void *arg)
+{
+	struct pool_job *j = calloc(1, sizeof *j);
+	if (!j)
+		return -1;
+	j->w = w;
+	j->fn = fn;
+	j->done = done;
+	j->arg = arg;
+	pool_submit(j);
+	return 0;
+}
+
 void pool_job_free(struct pool_job *j)
 {
 	if (!j)

@@ -37,6 +37,10 @@ int pool_start(unsigned nthreads);
 void pool_stop(void);
 /* Takes ownership of j until it comes back through the worker. */
 void pool_submit(struct pool_job *j);
+/* A job without a conn: FN(job) on a helper thread, then DONE(job) on W's
+ * thread (which frees it), ARG in job->arg. -1 when out of memory. */
+int pool_call(struct worker *w, int (*fn)(struct pool_job *j), void (*done)(struct pool_job *j),
+	      void *arg);
 /* Wipes and frees. */
 void pool_job_free(struct pool_job *j);
 

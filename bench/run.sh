@@ -245,7 +245,7 @@ mpb_stop() {
 	MPB_PID=
 }
 # Clearing moves files aside instead of deleting them: this machine's ext4
-# has no journal, and then the kernel skips inodes freed in the last 30 s
+# has no journal, and then the kernel skips inodes freed in the last 60 s
 # when it allocates new ones (ialloc.c recently_deleted()); a run that
 # follows a mass deletion spends most of its time in that scan (5-10x
 # slower file creation). The moved files go with the work directory.

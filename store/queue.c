@@ -527,7 +527,7 @@ int queue_dir_open(const char *path)
  * .spare.N, and the next entry is written over it: the queue then
  * allocates and frees no inode (and, for like-sized messages, no block)
  * per message. Inodes matter on ext4 without a journal, where allocation
- * skips every inode freed in the last 30 seconds (ialloc.c,
+ * skips every inode freed in the last minute (ialloc.c,
  * recently_deleted()) and a busy queue spent a fifth of its CPU time
  * there; emptying the spare cost another 4%. The pool lives in this
  * process (one process per queue directory); queue_load() unlinks the

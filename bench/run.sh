@@ -256,10 +256,15 @@ mpb_stop() {
 # follows a mass deletion spends most of its time in that scan (5-10x
 # slower file creation). The moved files go with the work directory.
 GRAVE=0
-clear_md() {
+# A new, empty slot in the graveyard: its path in $GRAVE_DIR.
+grave() {
 	GRAVE=$((GRAVE + 1))
-	mkdir -p "$W/graveyard/$GRAVE"
-	find "$1/new" "$1/cur" "$1/tmp" -type f -exec mv -t "$W/graveyard/$GRAVE" {} + 2>/dev/null
+	GRAVE_DIR=$W/graveyard/$GRAVE
+	mkdir -p "$GRAVE_DIR"
+}
+clear_md() {
+	grave
+	find "$1/new" "$1/cur" "$1/tmp" -type f -exec mv -t "$GRAVE_DIR" {} + 2>/dev/null
 	settle
 }
 
@@ -353,9 +358,8 @@ pf_stop() {
 }
 pf_master() { tr -d ' ' <"$PF/queue/pid/master.pid"; }
 pf_clear() { # moved aside, not deleted: see clear_md
-	GRAVE=$((GRAVE + 1))
-	mkdir -p "$W/graveyard"
-	[ -d "$PF/mail/Maildir" ] && mv "$PF/mail/Maildir" "$W/graveyard/pf.$GRAVE"
+	grave
+	[ -d "$PF/mail/Maildir" ] && mv "$PF/mail/Maildir" "$GRAVE_DIR/"
 	settle
 }
 

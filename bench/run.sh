@@ -602,11 +602,20 @@ relay_run() {
 	n=${n:-0}
 	# (polled lightly: the sink's count only once the queue is empty, so
 	# that the polling takes little from a server still draining)
+	local last=-1 still=0
 	for i in $(seq 2400); do # up to 120 s for the queue to drain
 		left=$($left_fn)
 		if [ "$left" = 0 ]; then
 			got=$(sink_msgs "$name")
 			[ "${got:-0}" -ge "$n" ] && break
+			# a count that no longer moves with the queue empty will
+			# not move (seen once: both servers' runs stuck below n)
+			if [ "${got:-0}" = "$last" ]; then
+				still=$((still + 1))
+				[ "$still" -ge 200 ] && { log "$name: the sink's count stays at ${got:-0} of $n"; break; }
+			else
+				last=${got:-0} still=0
+			fi
 		fi
 		sleep 0.05
 	done

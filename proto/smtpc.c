@@ -236,16 +236,29 @@ static void decide(struct smtpc_session *s, struct smtpc_rcpt *r, enum smtpc_res
 	if (res == SMTPC_TEMP && !s->mail_answered) s->try_next_mx = true;
 }
 
+/* A local verdict (code 0) for every recipient of M: through decide()
+ * (undecided ones only) within session S, or set outright when S is NULL
+ * (the core's own, no session). */
+static void decide_local_v(struct smtpc_session *s, struct smtpc_msg *m, enum smtpc_result res,
+			   const char *status, enum smtpc_wait stage, const char *fmt, va_list ap)
+{
+	char diag[SMTPC_DIAG_MAX];
+	vsnprintf(diag, sizeof diag, fmt, ap);
+	for (unsigned i = 0; i < m->nrcpt; i++) {
+		if (s)
+			decide(s, &m->rcpt[i], res, 0, status, stage, diag);
+		else
+			set_result(&m->rcpt[i], res, 0, status, stage, diag);
+	}
+}
+
 void smtpc_decide_local(struct smtpc_msg *m, enum smtpc_result res, const char *status,
 			const char *fmt, ...)
 {
-	char diag[SMTPC_DIAG_MAX];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(diag, sizeof diag, fmt, ap);
+	decide_local_v(NULL, m, res, status, SMTPC_W_NONE, fmt, ap);
 	va_end(ap);
-	for (unsigned i = 0; i < m->nrcpt; i++)
-		set_result(&m->rcpt[i], res, 0, status, SMTPC_W_NONE, diag);
 }
 
 static enum smtpc_result by_class(unsigned code)
@@ -270,13 +283,10 @@ static void decide_all_local(struct smtpc_session *s, enum smtpc_result res, con
 static void decide_all_local(struct smtpc_session *s, enum smtpc_result res, const char *status,
 			     const char *fmt, ...)
 {
-	char diag[SMTPC_DIAG_MAX];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(diag, sizeof diag, fmt, ap);
+	decide_local_v(s, s->msg, res, status, (enum smtpc_wait)s->wait, fmt, ap);
 	va_end(ap);
-	for (unsigned i = 0; i < s->msg->nrcpt; i++)
-		decide(s, &s->msg->rcpt[i], res, 0, status, (enum smtpc_wait)s->wait, diag);
 }
 
 bool smtpc_done(const struct smtpc_session *s)
@@ -535,25 +545,35 @@ static void decide_by_mail(struct smtpc_session *s)
 		       SMTPC_W_MAIL, s->mail_reply);
 }
 
+/* The reply to DATA (not 421) with a recipient accepted: 354 asks for the
+ * message, a refusal decides the accepted recipients. */
+static enum smtpc_req data_reply(struct smtpc_session *s)
+{
+	unsigned c = s->code;
+	if (c >= 300 && c < 400) {
+		s->state = ST_BODY;
+		smtpc_stuff_init(&s->stuff);
+		set_wait(s, SMTPC_W_BODY);
+		return SMTPC_REQ_BODY;
+	}
+	if (c < 300) return protocol_error(s, "unexpected 2xx reply to DATA");
+	decide_all_reply(s, by_class(c), SMTPC_W_DATA, true);
+	quit(s);
+	return SMTPC_REQ_NONE;
+}
+
 /* The reply to the DATA that ended the batch, every other reply in. */
 static enum smtpc_req piped_data_reply(struct smtpc_session *s)
 {
 	unsigned c = s->code;
 	s->data_piped = false;
+	if (!s->mail_code && s->naccepted) return data_reply(s);
 	if (s->mail_code) decide_by_mail(s);
-	bool go = !s->mail_code && s->naccepted;
 	if (c >= 300 && c < 400) {
-		if (go) {
-			s->state = ST_BODY;
-			smtpc_stuff_init(&s->stuff);
-			set_wait(s, SMTPC_W_BODY);
-			return SMTPC_REQ_BODY;
-		}
 		s->want = CMD_NULLDOT; /* no recipient, yet 354 */
 		return SMTPC_REQ_NONE;
 	}
 	if (c < 300) return protocol_error(s, "unexpected 2xx reply to DATA");
-	if (go) decide_all_reply(s, by_class(c), SMTPC_W_DATA, true);
 	quit(s);
 	return SMTPC_REQ_NONE;
 }
@@ -666,16 +686,7 @@ static enum smtpc_req on_reply(struct smtpc_session *s)
 	case ST_TX: return tx_reply(s);
 	case ST_DATA:
 		if (c == 421) return closing(s);
-		if (c >= 300 && c < 400) {
-			s->state = ST_BODY;
-			smtpc_stuff_init(&s->stuff);
-			set_wait(s, SMTPC_W_BODY);
-			return SMTPC_REQ_BODY;
-		}
-		if (c < 300) return protocol_error(s, "unexpected 2xx reply to DATA");
-		decide_all_reply(s, by_class(c), SMTPC_W_DATA, true);
-		quit(s);
-		return SMTPC_REQ_NONE;
+		return data_reply(s);
 	case ST_DOT:
 		if (c >= 300 && c < 400)
 			return protocol_error(s, "unexpected 3xx reply to the end of data");

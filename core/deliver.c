@@ -524,47 +524,29 @@ __attribute__((weak)) void relay_enqueued(struct queue_entry *e) { (void)e; }
 
 /* Queue entries committed together share one syncfs() and one fsync of
  * the queue directory (queue_commit_batch): the entries that reach their
- * commit in the same loop turns go as one job, a lone one alone. One job
- * at a time per worker, newcomers wait for the next (two at once cost the
- * pool threads a third more CPU per message for the same rate). */
-#define QBATCHES_MAX 1
-
+ * commit in the same loop turns go as one job. One job at a time per
+ * worker, newcomers wait for the next (two at once cost the pool threads
+ * a third more CPU per message for the same rate). */
 static void file_done(struct spool *sp);
 
 static int qcommit_job(struct pool_job *j)
 {
-	struct spool_file *f = j->arg;
-	if (!f->dsnext) {
-		f->qw.size = f->off;
-		f->err = queue_commit(&f->qw, &f->sp->qe);
-		return 0;
-	}
-	unsigned n = 0;
-	for (struct spool_file *g = f; g; g = g->dsnext)
-		n++;
-	struct queue_writer **ws = calloc(n, sizeof *ws);
-	struct queue_entry **es = calloc(n, sizeof *es);
-	int *rcs = calloc(n, sizeof *rcs);
-	if (ws && es && rcs) {
-		unsigned i = 0;
-		for (struct spool_file *g = f; g; g = g->dsnext, i++) {
-			g->qw.size = g->off;
-			ws[i] = &g->qw;
-			es[i] = &g->sp->qe;
+	enum { CHUNK = 64 }; /* entries per queue_commit_batch call */
+	struct queue_writer *ws[CHUNK];
+	struct queue_entry *es[CHUNK];
+	int rcs[CHUNK];
+	for (struct spool_file *f = j->arg, *first; (first = f);) {
+		unsigned n = 0;
+		for (; f && n < CHUNK; f = f->dsnext, n++) {
+			f->qw.size = f->off;
+			ws[n] = &f->qw;
+			es[n] = &f->sp->qe;
 		}
 		queue_commit_batch(ws, es, rcs, n);
-		i = 0;
-		for (struct spool_file *g = f; g; g = g->dsnext, i++)
-			g->err = rcs[i];
-	} else {
-		for (struct spool_file *g = f; g; g = g->dsnext) {
-			g->qw.size = g->off;
-			g->err = queue_commit(&g->qw, &g->sp->qe);
-		}
+		n = 0;
+		for (struct spool_file *g = first; g != f; g = g->dsnext)
+			g->err = rcs[n++];
 	}
-	free(ws);
-	free(es);
-	free(rcs);
 	return 0;
 }
 
@@ -590,7 +572,7 @@ static void qcommitted(struct spool_file *f)
 static void qcommit_done(struct pool_job *j)
 {
 	struct spool_file *f = j->arg;
-	j->w->qinflight--;
+	j->w->qbusy = false;
 	pool_job_free(j);
 	for (struct spool_file *next; f; f = next) {
 		next = f->dsnext;
@@ -607,11 +589,11 @@ static void queue_commit_start(struct spool *sp, struct spool_file *f)
 static void qcommit_submit(struct worker *w)
 {
 	struct spool_file *f = w->qwaiting;
-	if (!f || w->qinflight >= QBATCHES_MAX)
+	if (!f || w->qbusy)
 		return;
 	w->qwaiting = NULL;
 	if (pool_call(w, qcommit_job, qcommit_done, f) == 0) {
-		w->qinflight++;
+		w->qbusy = true;
 		return;
 	}
 	for (struct spool_file *next; f; f = next) {
@@ -973,12 +955,12 @@ void spool_cqe(struct worker *w, enum op op, void *obj, int res)
  * is renamed into new/ and one fsync of new/ makes the names durable. Two
  * or three cache flushes per batch, where a file's own fdatasync costs a
  * flush, an inode-table write and one of tmp/ each. What sync_all reports
- * (an error anywhere on the file system) fails the whole batch. */
-/* Per maildrop and worker, one at a time: newcomers wait for the next, so
- * batches grow with the disk's latency. Two at once (one syncing while the
- * other renames) measured 10 to 20% slower at 50 sessions, and four slower
- * still: fewer, bigger batches cost less CPU per message. */
-#define BATCHES_MAX 1
+ * (an error anywhere on the file system) fails the whole batch.
+ *
+ * One batch at a time per maildrop and worker: newcomers wait for the
+ * next, so batches grow with the disk's latency. Two at once (one syncing
+ * while the other renames) measured 10 to 20% slower at 50 sessions, and
+ * four slower still: fewer, bigger batches cost less CPU per message. */
 
 static int batch_job(struct pool_job *j)
 {
@@ -1004,7 +986,7 @@ static void batch_done(struct pool_job *j)
 {
 	struct spool_file *f = j->arg;
 	int res = j->result;
-	j->w->dirsync[f->dom].binflight--;
+	j->w->dirsync[f->dom].bbusy = false;
 	pool_job_free(j);
 	for (struct spool_file *next; f; f = next) {
 		next = f->dsnext;
@@ -1021,7 +1003,7 @@ static void batch_done(struct pool_job *j)
 static void batch_submit(struct worker *w, struct dirsync *ds)
 {
 	struct spool_file *f = ds->bwaiting;
-	if (ds->binflight >= BATCHES_MAX || !f)
+	if (ds->bbusy || !f)
 		return;
 	ds->bwaiting = NULL;
 	if (!f->dsnext) {
@@ -1033,7 +1015,7 @@ static void batch_submit(struct worker *w, struct dirsync *ds)
 	for (struct spool_file *g = f; g; g = g->dsnext)
 		g->err = 0;
 	if (pool_call(w, batch_job, batch_done, f) == 0) {
-		ds->binflight++;
+		ds->bbusy = true;
 		return;
 	}
 	for (struct spool_file *next; f; f = next) {

@@ -139,7 +139,7 @@ struct dirsync {
 	int dom;
 	bool inflight;                     /* the fsync of new/ */
 	struct spool_file *waiting, *running;
-	unsigned binflight;                /* batches on the pool */
+	bool bbusy;                        /* a batch is on the pool */
 	struct spool_file *bwaiting;       /* files whose data is owed */
 	_Alignas(16) char pad[0];
 };
@@ -171,7 +171,7 @@ struct worker {
 	struct pool_job *done;       /* finished pool jobs for this worker */
 	struct dirsync *dirsync;     /* one per domain */
 	struct spool_file *qwaiting; /* relay queue entries owed a commit */
-	unsigned qinflight;          /* commits of them on the pool */
+	bool qbusy;                  /* a commit of them is on the pool */
 	unsigned nwant;              /* conns waiting for receive buffers */
 	unsigned nspools;            /* spools alive (they may outlive their conn) */
 	bool stopping;

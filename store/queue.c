@@ -802,6 +802,11 @@ void queue_commit_batch(struct queue_writer *const *ws, struct queue_entry *cons
 			unsigned n)
 {
 	if (n == 0) return;
+	if (n == 1) {
+		/* alone: its own fdatasync costs one flush, sync_all two */
+		rcs[0] = queue_commit(ws[0], es[0]);
+		return;
+	}
 	int qdirfd = ws[0]->qdirfd;
 	for (unsigned i = 0; i < n; i++) rcs[i] = write_state(ws[i], es[i]);
 	int all = sync_all(qdirfd);

@@ -115,17 +115,18 @@ struct queue_writer {
 	char tmp[QUEUE_ID_MAX + 16]; /* ID.msg.tmp, or a spare file reused */
 	bool spare;                  /* tmp is a spare */
 };
-/* Picks a fresh id (from NOW, the clock's microseconds, pid and a counter;
- * never one that exists) and opens a file to write: a spare (the file of
- * a finished entry, written over from offset 0) or a new ID.msg.tmp.
- * 0 or -errno. */
+/* Picks a fresh id (from NOW, the clock's microseconds, pid and a counter:
+ * taken only if the clock stepped back onto a recycled pid, which the
+ * commit's RENAME_NOREPLACE then refuses) and opens a file to write: a
+ * spare (the file of a finished entry, written over from offset 0) or a
+ * new ID.msg.tmp. 0 or -errno. */
 int queue_open(int qdirfd, int64_t now, struct queue_writer *w);
 /* queue_open's choice without the open, for a caller that opens through
  * io_uring: sets up W (id, the file's name in w->tmp: a spare when SPARE
  * and the pool has one) and returns the open(2) flags for w->tmp (mode
  * 0600), then the caller sets w->fd. A spare that fails to open is
- * unlinked by the caller and another pick made without SPARE; a new
- * file's EEXIST also calls for another pick. */
+ * unlinked by the caller and another pick made without SPARE (a new
+ * file's EEXIST, the rare case above, queue_open also picks again for). */
 int queue_pick(int qdirfd, int64_t now, struct queue_writer *w, bool spare);
 /* 0 or -errno (then call queue_abort). */
 int queue_write(struct queue_writer *w, const void *p, size_t n);
@@ -135,7 +136,8 @@ int queue_write(struct queue_writer *w, const void *p, size_t n);
 int queue_commit(struct queue_writer *w, struct queue_entry *e);
 /* N entries at once (queue_commit for each, rcs[i] its result), sharing
  * one syncfs() and one directory fsync: fewer cache flushes than N
- * commits. All writers in one queue directory. */
+ * commits (one entry alone is just queue_commit). All writers in one
+ * queue directory. */
 void queue_commit_batch(struct queue_writer *const *ws, struct queue_entry *const *es, int *rcs,
 			unsigned n);
 void queue_abort(struct queue_writer *w);

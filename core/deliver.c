@@ -47,7 +47,7 @@ enum spool_phase { SP_OPENING, SP_OPEN, SP_COMMITTING, SP_SYNCING, SP_ABORTING }
 
 struct spool_file {
 	struct spool *sp;
-	struct spool_file *dsnext; /* dirsync list */
+	struct spool_file *dsnext; /* a struct mdcommit list */
 	int dom;                   /* maildrop, or -1: the relay queue */
 	int fd;
 	bool renamed;              /* in new/, or committed to the queue */
@@ -768,7 +768,7 @@ static void commit_step(struct spool *sp)
 		}
 		if (full) {
 			/* commits_submit() makes its data durable */
-			struct dirsync *ds = &sp->w->dirsync[f->dom];
+			struct mdcommit *ds = &sp->w->mdcommit[f->dom];
 			f->dsnext = ds->bwaiting;
 			ds->bwaiting = f;
 		} else {
@@ -919,7 +919,7 @@ void spool_cqe(struct worker *w, enum op op, void *obj, int res)
 		}
 		f->renamed = true;
 		if (w->srv->cfg->sync == SYNC_FULL) {
-			struct dirsync *ds = &w->dirsync[f->dom];
+			struct mdcommit *ds = &w->mdcommit[f->dom];
 			f->dsnext = ds->waiting;
 			ds->waiting = f;
 		} else {
@@ -928,7 +928,7 @@ void spool_cqe(struct worker *w, enum op op, void *obj, int res)
 		return;
 	}
 	case OP_DIRSYNC: {
-		struct dirsync *ds = obj;
+		struct mdcommit *ds = obj;
 		ds->inflight = false;
 		struct spool_file *f = ds->running;
 		ds->running = NULL;
@@ -986,7 +986,7 @@ static void batch_done(struct pool_job *j)
 {
 	struct spool_file *f = j->arg;
 	int res = j->result;
-	j->w->dirsync[f->dom].bbusy = false;
+	j->w->mdcommit[f->dom].bbusy = false;
 	pool_job_free(j);
 	for (struct spool_file *next; f; f = next) {
 		next = f->dsnext;
@@ -1000,7 +1000,7 @@ static void batch_done(struct pool_job *j)
  * the ring (then renameat and the shared fsync of new/ below), two or more
  * go to the pool as one batch. While one runs, newcomers wait: a batch
  * grows as much as the disk is slow. */
-static void batch_submit(struct worker *w, struct dirsync *ds)
+static void batch_submit(struct worker *w, struct mdcommit *ds)
 {
 	struct spool_file *f = ds->bwaiting;
 	if (ds->bbusy || !f)
@@ -1034,7 +1034,7 @@ void commits_submit(struct worker *w)
 	struct server *srv = w->srv;
 	qcommit_submit(w);
 	for (unsigned d = 0; d < srv->cfg->ndomains; d++) {
-		struct dirsync *ds = &w->dirsync[d];
+		struct mdcommit *ds = &w->mdcommit[d];
 		batch_submit(w, ds);
 		if (ds->inflight || !ds->waiting)
 			continue;

@@ -33,7 +33,7 @@ enum op {
 	OP_SPOOL_WRITE, /* struct wbatch */
 	OP_SPOOL_SYNC,  /* struct spool_file: fsync of the tmp file */
 	OP_SPOOL_RENAME,/* struct spool_file: tmp/ -> new/ */
-	OP_DIRSYNC,     /* struct dirsync: fsync of new/ for a batch */
+	OP_DIRSYNC,     /* struct mdcommit: the shared fsync of new/ */
 	OP_FILE_READ,   /* struct conn: POP3 RETR chunk */
 	OP_SPOOL_DONE,  /* struct spool: finish on the next turn (never re-enter) */
 	OP_POLL,        /* struct conn: TLS handshake wants the socket */
@@ -130,11 +130,12 @@ struct conn {
 	};
 };
 
-/* Group commit, per maildrop (deliver.c): the files that reach sync =
- * "full"'s commit together share one batch on the pool; a lone file's
- * fdatasync and rename go through the ring and share one fsync of new/
- * with the others renamed in the same loop iteration. */
-struct dirsync {
+/* A maildrop's commits on one worker (deliver.c, sync = "full"): the
+ * files that reach the commit together share one batch on the pool
+ * (bbusy, bwaiting); a lone file's fdatasync and rename go through the
+ * ring and share one fsync of new/ with the others renamed in the same
+ * loop iteration (inflight, waiting, running). */
+struct mdcommit {
 	struct worker *w;
 	int dom;
 	bool inflight;                     /* the fsync of new/ */
@@ -169,7 +170,7 @@ struct worker {
 	uint64_t efd_val;
 	pthread_mutex_t done_lock;
 	struct pool_job *done;       /* finished pool jobs for this worker */
-	struct dirsync *dirsync;     /* one per domain */
+	struct mdcommit *mdcommit;    /* one per domain */
 	struct spool_file *qwaiting; /* relay queue entries owed a commit */
 	bool qbusy;                  /* a commit of them is on the pool */
 	unsigned nwant;              /* conns waiting for receive buffers */

@@ -946,12 +946,12 @@ int worker_init(struct worker *w, struct server *srv, unsigned id)
 	if (w->efd < 0)
 		return -errno;
 	pthread_mutex_init(&w->done_lock, NULL);
-	w->dirsync = calloc(srv->cfg->ndomains, sizeof *w->dirsync);
-	if (!w->dirsync)
+	w->mdcommit = calloc(srv->cfg->ndomains, sizeof *w->mdcommit);
+	if (!w->mdcommit)
 		return -ENOMEM;
 	for (unsigned i = 0; i < srv->cfg->ndomains; i++) {
-		w->dirsync[i].w = w;
-		w->dirsync[i].dom = (int)i;
+		w->mdcommit[i].w = w;
+		w->mdcommit[i].dom = (int)i;
 	}
 	return 0;
 }

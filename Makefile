@@ -92,7 +92,7 @@ FUZZ_SECONDS ?= 20
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(PROTO_SRC)
 	@mkdir -p $(dir $@)
 	clang -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $(filter %.c,$^)
-$(BUILD)/fuzz/fuzz_queue: store/queue.c store/sync.c
+$(BUILD)/fuzz/fuzz_queue: store/queue.c store/sync.c store/dir.c
 fuzz: deps $(FUZZ_BIN)
 	@set -e; for f in $(FUZZ_BIN); do echo "== $$f ($(FUZZ_SECONDS)s)"; \
 	  mkdir -p $(BUILD)/corpus/$$(basename $$f); \

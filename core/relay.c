@@ -71,6 +71,7 @@
 #include "core/server.h"
 #include "proto/dsn.h"
 #include "proto/smtpc.h"
+#include "store/dir.h"
 #include "store/maildir.h"
 #include "store/queue.h"
 
@@ -246,10 +247,8 @@ static int add_one(const char *id)
  * unlinks the file before it drops the entry from the list). */
 static void scan(void)
 {
-	int fd = openat(R.qdirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	DIR *d = dir_open(R.qdirfd, ".");
 	if (!d) {
-		if (fd >= 0) close(fd);
 		log_error("relay_scan_failed", "error=%s",
 			  log_q((char[64]){0}, 64, strerror(errno)));
 		return;

@@ -1,4 +1,5 @@
 #include "store/maildir.h"
+#include "store/dir.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -145,14 +146,9 @@ void maildir_close(struct maildir *md)
 
 int maildir_clean_tmp(struct maildir *md, time_t now, time_t max_age)
 {
-	int fd = openat(md->tmpfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
+	DIR *d = dir_open(md->tmpfd, ".");
+	if (!d)
 		return -errno;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
 	int removed = 0;
 	struct dirent *e;
 	while ((e = readdir(d)) != NULL) {

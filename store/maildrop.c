@@ -12,6 +12,7 @@
  * All of this blocks and runs on a pool thread (maildrop.h).
  */
 #include "store/maildrop.h"
+#include "store/dir.h"
 #include "store/maildir.h"
 
 #include <dirent.h>
@@ -255,15 +256,9 @@ static int scan_add(struct scan *sc, const char *name, size_t len, uint8_t sub, 
 
 static int scan_dir(int mdfd, uint8_t sub, struct scan *sc)
 {
-	int fd = openat(mdfd, subdir[sub], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0) /* A Maildir some other tool made may lack one of them: empty. */
+	DIR *d = dir_open(mdfd, subdir[sub]);
+	if (!d) /* A Maildir some other tool made may lack one of them: empty. */
 		return errno == ENOENT ? 0 : -errno;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		int err = errno;
-		close(fd);
-		return -err;
-	}
 	int dfd = dirfd(d);
 	int rc = 0;
 	for (;;) {
@@ -406,14 +401,8 @@ static int find_moved(int mdfd, const char *path, char *found)
 {
 	const char *name = path + 4;
 	size_t blen = base_len(name, strlen(name));
-	int fd = openat(mdfd, "cur", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0) return errno == ENOENT ? 0 : -errno;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		int err = errno;
-		close(fd);
-		return -err;
-	}
+	DIR *d = dir_open(mdfd, "cur");
+	if (!d) return errno == ENOENT ? 0 : -errno;
 	int rc = 0;
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
@@ -473,14 +462,8 @@ static int missing_cmp(const void *a, const void *b)
 static int remove_moved(int mdfd, struct missing *ms, size_t n)
 {
 	qsort(ms, n, sizeof *ms, missing_cmp);
-	int fd = openat(mdfd, "cur", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0) return errno == ENOENT ? 0 : -errno;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		int err = errno;
-		close(fd);
-		return -err;
-	}
+	DIR *d = dir_open(mdfd, "cur");
+	if (!d) return errno == ENOENT ? 0 : -errno;
 	int dfd = dirfd(d);
 	int first = 0;
 	struct dirent *de;

@@ -36,6 +36,7 @@
  * what queue_format wrote or it is reported as corrupt.
  */
 #include "store/queue.h"
+#include "store/dir.h"
 #include "store/sync.h"
 
 #include <dirent.h>
@@ -1030,13 +1031,8 @@ int queue_load(int qdirfd, struct queue_entry **out, unsigned *n)
 {
 	*out = NULL;
 	*n = 0;
-	int fd = openat(qdirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0) return -errno;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
+	DIR *d = dir_open(qdirfd, ".");
+	if (!d) return -errno;
 	struct queue_entry *v = NULL;
 	unsigned cnt = 0, cap = 0;
 	int rc = 0;

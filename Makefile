@@ -30,7 +30,8 @@ LIB_OBJ_ASAN := $(LIB_SRC:%.c=$(BUILD)/asan/%.o)
 # Runtime and test dependencies, all from Debian.
 DEB_BUILD := build-essential pkg-config liburing-dev libssl-dev libjemalloc-dev \
              libcriterion-dev libc-ares-dev libcrypt-dev clang libclang-rt-14-dev
-DEB_TEST  := openssl swaks libnet-ssleay-perl curl python3 fetchmail procps postfix dnsmasq-base
+DEB_TEST  := openssl swaks libnet-ssleay-perl curl python3 fetchmail procps postfix dnsmasq-base \
+             python3-fusepy e2fsprogs
 DEB_BENCH := postfix dovecot-pop3d gnuplot-nox
 
 .PHONY: all test unit integration fuzz run bench clean format lint deps deps-test deps-bench asan test-ktls

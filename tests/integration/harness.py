@@ -22,6 +22,7 @@ run.py, passed in MPB_TEST_CERTS) or once per process.
 """
 
 import base64
+import contextlib
 import os
 import re
 import shutil
@@ -249,6 +250,113 @@ def failing_disk(test, tmp):
         raise unittest.SkipTest("cannot mount ext4 from %s: %s" % (dev, p.stderr.decode().strip()))
     test.addCleanup(subprocess.run, ["umount", "-l", fs], capture_output=True)
     return fs, lambda: fill(os.path.join(back, "filler"))
+
+
+class LoggedDisk:
+    """An ext4 file system on a loop device over disklog.py's FUSE file:
+    every write and cache flush that reaches the disk is logged in order,
+    so that the disk can be rebuilt as a power cut at any point would have
+    left it (test_powercut.py). journal: ext4 as mkfs.ext4 makes it, or
+    without a journal (as on many VPS images, and this project's CI)."""
+
+    SIZE = 96 * 1024 * 1024
+
+    def __init__(self, test, tmp, journal):
+        syspy = "/usr/bin/python3"
+        if not os.path.exists("/dev/fuse"):
+            raise unittest.SkipTest("no /dev/fuse here (the FUSE module is not loaded)")
+        if subprocess.run([syspy, "-c", "import fusepy"], capture_output=True).returncode != 0:
+            raise unittest.SkipTest("python3-fusepy is not installed (make deps-test)")
+        for tool in ("losetup", "mkfs.ext4", "e2fsck"):
+            if not shutil.which(tool):
+                raise unittest.SkipTest("%s is not installed" % tool)
+        self.test = test
+        self.tmp = tmp
+        self.logpath = os.path.join(tmp, "disk.log")
+        self.fuse = os.path.join(tmp, "fuse")
+        self.fs = os.path.join(tmp, "fs")
+        os.makedirs(self.fuse)
+        os.makedirs(self.fs)
+        here = os.path.dirname(os.path.abspath(__file__))
+        self.proc = subprocess.Popen([syspy, os.path.join(here, "disklog.py"), self.fuse,
+                                      str(self.SIZE), self.logpath], stderr=subprocess.PIPE)
+        test.addCleanup(self.stop)
+        disk = os.path.join(self.fuse, "disk")
+        for _ in range(200):
+            if os.path.exists(disk) or self.proc.poll() is not None:
+                break
+            time.sleep(0.025)
+        if not os.path.exists(disk):
+            raise unittest.SkipTest("cannot mount FUSE here: %s" % self._stderr())
+        p = subprocess.run(["losetup", "-f", "--show", disk], capture_output=True)
+        if p.returncode != 0:
+            raise unittest.SkipTest("no loop device here: %s" % p.stderr.decode().strip())
+        self.dev = p.stdout.decode().strip()
+        opts = ["-O", "^has_journal"] if not journal else []
+        p = subprocess.run(["mkfs.ext4", "-q", "-F", "-N", "8192",
+                            "-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard"] + opts + [self.dev],
+                           capture_output=True)
+        test.assertEqual(p.returncode, 0, p.stderr)
+        p = subprocess.run(["mount", self.dev, self.fs], capture_output=True)
+        test.assertEqual(p.returncode, 0, p.stderr)
+        self.mounted = True
+
+    def _stderr(self):
+        if self.proc.poll() is None:
+            return "(still running)"
+        return self.proc.stderr.read().decode(errors="replace").strip()[-400:]
+
+    def mark(self, name):
+        """Records NAME in the log after everything the disk took so far."""
+        with open(os.path.join(self.fuse, "ctl"), "w") as f:
+            f.write(name)
+
+    def stop(self):
+        """Detaches everything (nothing written after this point counts)
+        and returns the log's records."""
+        if getattr(self, "mounted", False):
+            subprocess.run(["umount", "-l", self.fs], capture_output=True)
+            self.mounted = False
+        if getattr(self, "dev", None):
+            subprocess.run(["losetup", "-d", self.dev], capture_output=True)
+            self.dev = None
+        if self.proc.poll() is None:
+            subprocess.run(["umount", self.fuse], capture_output=True)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                subprocess.run(["umount", "-l", self.fuse], capture_output=True)
+                self.proc.kill()
+                self.proc.wait()
+        import disklog
+        return disklog.read_log(self.logpath) if os.path.exists(self.logpath) else []
+
+    @contextlib.contextmanager
+    def cut(self, records, upto, extra=()):
+        """The disk as a power cut would leave it: every write logged before
+        record index UPTO, then the writes of index EXTRA, checked by
+        e2fsck -fy as a boot would, mounted read-only for the with block.
+        Gives (mount point, e2fsck's exit code)."""
+        img = bytearray(self.SIZE)
+        for kind, off, data in records[:upto]:
+            if kind == b"W":
+                img[off:off + len(data)] = data
+        for i in extra:
+            kind, off, data = records[i]
+            img[off:off + len(data)] = data
+        path = os.path.join(self.tmp, "cut.img")
+        with open(path, "wb") as f:
+            f.write(img)
+        fsck = subprocess.run(["e2fsck", "-fy", path], capture_output=True)
+        mnt = os.path.join(self.tmp, "cut")
+        os.makedirs(mnt, exist_ok=True)
+        p = subprocess.run(["mount", "-o", "ro,loop", path, mnt], capture_output=True)
+        self.test.assertEqual(p.returncode, 0, "the cut disk does not mount: %s (e2fsck said %s)"
+                              % (p.stderr.decode(), fsck.stdout.decode()[-600:]))
+        try:
+            yield mnt, fsck.returncode
+        finally:
+            subprocess.run(["umount", mnt], capture_output=True)
 
 
 # --------------------------------------------------------------------------

@@ -123,7 +123,7 @@ def main():
             shutil.copy2(b, snap[b])
     jobs = [(snap[b], s) for b in bins if b not in missing for s in specs]
     # The slow classes first so that the pool drains evenly.
-    slow = ("Durability", "Shutdown", "Timeout", "Reload", "Errors")
+    slow = ("PowerCut", "Durability", "Shutdown", "Timeout", "Reload", "Errors")
     jobs.sort(key=lambda j: (not any(x in j[1] for x in slow), "asan" not in j[0]))
     n = a.jobs or max(4, 3 * (os.cpu_count() or 1))
     started = time.monotonic()

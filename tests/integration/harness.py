@@ -222,21 +222,20 @@ def mount_tmpfs(test, mnt, size):
     return mnt
 
 
-def failing_disk(test, tmp):
-    """An ext4 file system (as on a VPS: no journal) on a loop device whose
-    sparse backing file sits on a small tmpfs. Returns its mount point and
-    fail(): once called, the tmpfs is full, so the file system still takes
-    writes into the page cache but their writeback fails, the error a
-    dying disk gives fsync() and syncfs()."""
+def loop_ext4(test, tmp, img, size, journal=False, inodes=2048):
+    """An ext4 file system made in the file IMG (SIZE octets, sparse) and
+    mounted from a loop device at TMP/ext4, undone at the test's end;
+    skips the test where loop devices or mounts are not allowed. Without
+    a journal unless JOURNAL (as on many VPS images)."""
     for tool in ("losetup", "mkfs.ext4"):
         if not shutil.which(tool):
             raise unittest.SkipTest("%s is not installed" % tool)
-    back = mount_tmpfs(test, os.path.join(tmp, "backing"), 4 * 1024 * 1024)
-    img = os.path.join(back, "disk.img")
     with open(img, "wb") as f:
-        f.truncate(256 * 1024 * 1024)
-    p = subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-N", "2048",
-                        "-E", "lazy_itable_init=0,nodiscard", img], capture_output=True)
+        f.truncate(size)
+    opts = [] if journal else ["-O", "^has_journal"]
+    p = subprocess.run(["mkfs.ext4", "-q", "-F", "-N", str(inodes),
+                        "-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard"] + opts + [img],
+                       capture_output=True)
     test.assertEqual(p.returncode, 0, p.stderr)
     p = subprocess.run(["losetup", "-f", "--show", img], capture_output=True)
     if p.returncode != 0:
@@ -249,19 +248,29 @@ def failing_disk(test, tmp):
     if p.returncode != 0:
         raise unittest.SkipTest("cannot mount ext4 from %s: %s" % (dev, p.stderr.decode().strip()))
     test.addCleanup(subprocess.run, ["umount", "-l", fs], capture_output=True)
+    return fs
+
+
+def failing_disk(test, tmp):
+    """An ext4 file system (no journal) on a loop device whose sparse
+    backing file sits on a small tmpfs. Returns its mount point and
+    fail(): once called, the tmpfs is full, so the file system still takes
+    writes into the page cache but their writeback fails, the error a
+    dying disk gives fsync() and syncfs()."""
+    back = mount_tmpfs(test, os.path.join(tmp, "backing"), 4 * 1024 * 1024)
+    fs = loop_ext4(test, tmp, os.path.join(back, "disk.img"), 256 * 1024 * 1024)
     return fs, lambda: fill(os.path.join(back, "filler"))
 
 
 class LoggedDisk:
-    """An ext4 file system on a loop device over disklog.py's FUSE file:
-    every write and cache flush that reaches the disk is logged in order,
-    so that the disk can be rebuilt as a power cut at any point would have
-    left it (test_powercut.py). journal: ext4 as mkfs.ext4 makes it, or
-    without a journal (as on many VPS images, and this project's CI)."""
+    """An ext4 file system (with its journal) on a loop device over
+    disklog.py's FUSE file: every write and cache flush that reaches the
+    disk is logged in order, so that the disk can be rebuilt as a power cut
+    at any point would have left it (test_powercut.py)."""
 
     SIZE = 96 * 1024 * 1024
 
-    def __init__(self, test, tmp, journal):
+    def __init__(self, test, tmp):
         syspy = "/usr/bin/python3"
         if not os.path.exists("/dev/fuse"):
             raise unittest.SkipTest("no /dev/fuse here (the FUSE module is not loaded)")
@@ -292,9 +301,8 @@ class LoggedDisk:
         if p.returncode != 0:
             raise unittest.SkipTest("no loop device here: %s" % p.stderr.decode().strip())
         self.dev = p.stdout.decode().strip()
-        opts = ["-O", "^has_journal"] if not journal else []
         p = subprocess.run(["mkfs.ext4", "-q", "-F", "-N", "8192",
-                            "-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard"] + opts + [self.dev],
+                            "-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard", self.dev],
                            capture_output=True)
         test.assertEqual(p.returncode, 0, p.stderr)
         p = subprocess.run(["mount", self.dev, self.fs], capture_output=True)
@@ -353,6 +361,7 @@ class LoggedDisk:
         p = subprocess.run(["mount", "-o", "ro,loop", path, mnt], capture_output=True)
         self.test.assertEqual(p.returncode, 0, "the cut disk does not mount: %s (e2fsck said %s)"
                               % (p.stderr.decode(), fsck.stdout.decode()[-600:]))
+        self.fsck_output = fsck.stdout.decode(errors="replace")
         try:
             yield mnt, fsck.returncode
         finally:

@@ -343,6 +343,32 @@ class Startup(unittest.TestCase):
         self.assertTrue(os.path.exists(keep_new), "old files in new/ are mail, never removed")
         srv.wait_log(r"event=tmp_cleaned .*files=3")
 
+    def test_warns_about_a_file_system_without_journal(self):
+        """A maildrop or queue on ext4 without a journal is logged at
+        startup (test_powercut.py: after a power cut e2fsck may move
+        messages into lost+found there); with a journal it is not."""
+        for journal in (False, True):
+            with self.subTest(journal=journal):
+                srv = Server(self, domains=1)
+                tmp = os.path.join(srv.tmp, "disk")
+                os.makedirs(tmp)
+                fs = harness.loop_ext4(self, tmp, os.path.join(tmp, "disk.img"), 64 * 1024 * 1024,
+                                       journal=journal)
+                md = os.path.join(fs, "maildrop")
+                srv.domain_cfg(DOMAIN1)["maildrop"] = md
+                srv.config["submission"] = {"listen": ["127.0.0.1:0"]}
+                srv.config["relay"] = {"queue": os.path.join(fs, "queue")}
+                srv.start()
+                warned = srv.log_lines("storage_unjournaled")
+                srv.stop()
+                if journal:
+                    self.assertEqual(warned, [])
+                else:
+                    self.assertEqual(len(warned), 2, warned)
+                    self.assertIn("relay_queue=%s" % os.path.join(fs, "queue"), warned[0])
+                    self.assertIn("maildrop=%s" % md, warned[1])
+                    self.assertIn("level=warn", warned[1])
+
     def test_maildirs_created_0700(self):
         srv = Server(self, domains=3)
         # one maildrop exists partly (new/ missing), the others not at all

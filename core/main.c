@@ -206,10 +206,10 @@ static int bind_all(struct server *srv)
 	return 0;
 }
 
-/* Every acknowledged message is whole on the disk, whatever the file
- * system; but without a journal a power cut while a directory grows can
- * damage the directory, and e2fsck then moves whole messages into
- * lost+found (tests/integration/test_powercut.py). */
+/* The order of syncs keeps what was acknowledged through a power cut on a
+ * file system that orders its own metadata (a journal). ext4 without one
+ * does not: a cut while a directory grows can damage it, and e2fsck then
+ * moves messages into lost+found (tests/integration/test_powercut.py). */
 static void warn_unjournaled(const char *what, const char *path)
 {
 	char q[600];

@@ -75,7 +75,6 @@ n_of() { if [ "$QUICK" = 1 ]; then echo $(($1 / 5 > 1 ? $1 / 5 : 1)); else echo 
 
 # ---- process bookkeeping: everything started is stopped ------------------
 
-PIDS=()
 PF_STARTED=0 DV_STARTED=0
 CUR=
 # fg CMD...: run in the background and wait, so that a signal reaches the
@@ -93,7 +92,9 @@ cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	[ -n "$CUR" ] && kill -TERM "$CUR" 2>/dev/null
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	local bg=() p
+	for p in $(cat "$W/pids" 2>/dev/null); do ours "$p" && bg+=("$p"); done
+	for p in "${bg[@]}"; do kill -TERM "$p" 2>/dev/null; done
 	if [ "$PF_STARTED" = 1 ]; then
 		postfix -c "$W/postfix/conf" stop >/dev/null 2>&1
 		local mp
@@ -106,7 +107,7 @@ cleanup() {
 		[ -n "$dp" ] && kill -TERM "$dp" 2>/dev/null
 	fi
 	sleep 0.5
-	for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+	for p in "${bg[@]}"; do ours "$p" && kill -KILL "$p" 2>/dev/null; done
 	# Leftover children of the peers (smtpd, pop3-login) die with their master;
 	# anything still holding our private directories is ours.
 	if [ "$DV_STARTED" = 1 ] || [ "$PF_STARTED" = 1 ]; then
@@ -127,12 +128,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-start_bg() { # name cmd...: start, remember the pid
+# start_bg NAME CMD...: starts CMD in the background and prints its pid.
+# Called as $(start_bg ...), a subshell: the pid is remembered in $W/pids,
+# and the process carries MPB_BENCH_RUN=$W in its environment, so that the
+# cleanup stops it (and only it, should the pid have been reused) however
+# the run ends.
+start_bg() {
 	local name=$1
 	shift
-	"$@" >"$L/$name.stdout" 2>"$L/$name.stderr" &
-	PIDS+=($!)
+	MPB_BENCH_RUN=$W "$@" >"$L/$name.stdout" 2>"$L/$name.stderr" &
+	echo $! >>"$W/pids"
 	echo $!
+}
+ours() { # pid: a process this run started (see start_bg)
+	tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | grep -qx "MPB_BENCH_RUN=$W"
 }
 
 stop_pid() {

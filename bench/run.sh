@@ -141,7 +141,7 @@ start_bg() {
 	echo $!
 }
 ours() { # pid: a process this run started (see start_bg)
-	tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | grep -qx "MPB_BENCH_RUN=$W"
+	{ tr '\0' '\n' <"/proc/$1/environ"; } 2>/dev/null | grep -qx "MPB_BENCH_RUN=$W"
 }
 
 stop_pid() {

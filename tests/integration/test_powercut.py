@@ -163,6 +163,9 @@ class PowerCut(unittest.TestCase):
                 with disk.cut(records, flush, extra) as (mnt, fsck):
                     what = ("power cut at %s (%d acknowledged; %d of %d writes after the last flush "
                             "kept; e2fsck exit %d)" % (name, n, len(extra), len(after), fsck))
+                    # (1: the journal replayed, or something fixed; 4 and up:
+                    # errors left, which a journal exists to prevent)
+                    self.assertLess(fsck, 4, "%s: e2fsck said:\n%s" % (what, disk.fsck_output[-3000:]))
                     (self.check_queue if relay else self.check)(mnt, expected, acked[:n], what)
 
     def check(self, root, expected, acked, what):

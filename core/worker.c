@@ -663,10 +663,14 @@ static void on_accept(struct worker *w, struct listener *l, struct io_uring_cqe 
 		refuse(fd, l->svc, "Too many connections from your address");
 		return;
 	}
+	/* Out of memory: the client hears 421 (or -ERR) and may come back;
+	 * the refusal itself allocates nothing. */
 	struct conn *c = calloc(1, sizeof *c);
-	if (!c) {
+	if (!c || !conn_out_alloc(c)) {
+		free(c);
 		ipcount_release(srv->ips, ipn);
 		atomic_fetch_sub(&srv->nconn[l->svc], 1);
+		log_warn("refused", "service=%s reason=out_of_memory", svc_names[l->svc]);
 		refuse(fd, l->svc, "Out of memory");
 		return;
 	}
@@ -687,10 +691,6 @@ static void on_accept(struct worker *w, struct listener *l, struct io_uring_cqe 
 	char ip[INET6_ADDRSTRLEN];
 	ipcount_format(&ss, ip, sizeof ip);
 	log_debug("connect", "service=%s conn=%u client=%s", svc_names[l->svc], c->id, ip);
-	if (!conn_out_alloc(c)) {
-		conn_close(c);
-		return;
-	}
 	if (svc_is_smtp(c->svc))
 		snprintf(c->smtp.peer, sizeof c->smtp.peer, "%s", ip);
 	if (l->svc == SVC_SUBMISSIONS || l->svc == SVC_POP3S) {

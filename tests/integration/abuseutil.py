@@ -58,6 +58,15 @@ def raise_nofile(n):
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def data_preexec(n):
+    """A preexec_fn for harness.Server: the server may map n octets of
+    private writable memory (RLIMIT_DATA: what malloc gets from mmap and
+    brk), no more."""
+    def fn():
+        resource.setrlimit(resource.RLIMIT_DATA, (n, n))
+    return fn
+
+
 def nofile_preexec(n):
     """A preexec_fn for harness.Server: the server runs with RLIMIT_NOFILE n."""
     def fn():

@@ -677,6 +677,49 @@ class Floods(AbuseCase):
         time.sleep(0.5)
         self.deliver(srv)
 
+    @unittest.skipIf(ASAN, "ASan maps terabytes of shadow memory: no RLIMIT_DATA fits it")
+    def test_out_of_memory_refuses_with_421_and_recovers(self):
+        """Out of memory (RLIMIT_DATA a little above what the idle server
+        maps), a flood of connections: each one hears 220 or `421 4.7.0 Out
+        of memory`, the server lives and logs it, a session after the flood
+        is served, and as many sessions fit the second time (nothing
+        leaked). (A transaction right after may still be refused with 452
+        or 451: jemalloc keeps the address space it once mapped, and
+        whether a new size of block fits in what it keeps varies.)"""
+        abuseutil.raise_nofile(6000)
+
+        def edit(c):
+            c["workers"] = 1
+            c["smtp"].update(max_connections=20000, max_connections_per_ip=20000)
+        probe = self.server(edit)
+        base = abuseutil.rss_kib(probe.proc.pid, "VmData")
+        probe.stop()
+        srv = Server(self, preexec=abuseutil.data_preexec((base + 3 * 1024) * 1024))
+        edit(srv.config)
+        srv.start()
+        greeted = []
+        for _ in range(2):
+            socks = abuseutil.connect_many(srv.port(), 3000)
+            self.addCleanup(abuseutil.close_all, socks)
+            first = abuseutil.first_lines(socks, timeout=20)
+            lines = [first[s] or "" for s in socks]
+            ok = sum(l.startswith("220 ") for l in lines)
+            refused = sum(l.startswith("421 4.7.0 Out of memory") for l in lines)
+            self.assertEqual(ok + refused, len(socks),
+                             "neither 220 nor 421: %r" % [l for l in lines if not l.startswith(("220 ", "421 "))][:5])
+            self.assertGreater(refused, 0, "the limit was never reached")
+            self.assertGreater(ok, 0)
+            self.assertTrue(srv.running(), srv.stderr()[-3000:])
+            greeted.append(ok)
+            abuseutil.close_all(socks)
+            time.sleep(1)
+            r = self.raw(srv)
+            r.expect(250, "EHLO after.example")
+            r.expect(221, "QUIT")
+        srv.wait_log(r"level=warn event=refused service=smtp reason=out_of_memory")
+        self.assertGreaterEqual(greeted[1], greeted[0] * 0.9,
+                                "fewer sessions fit after the first flood: %r" % greeted)
+
     def test_emfile_pauses_accept_without_spinning(self):
         abuseutil.raise_nofile(1000)
         srv = Server(self, preexec=abuseutil.nofile_preexec(128))

@@ -61,8 +61,21 @@ class DNS:
     def __init__(self, test=None, mx=(), hosts=(), txt=()):
         if not harness.have("dnsmasq") and not os.path.exists("/usr/sbin/dnsmasq"):
             raise unittest.SkipTest("dnsmasq is not installed (make deps-test installs dnsmasq-base)")
-        self.port = free_port()
         self.tmp = harness.tmp_root()
+        self.proc = None
+        # The port is free when free_port() looks and taken by dnsmasq a
+        # moment later; another test's client socket may take it in
+        # between (as its ephemeral source port): then another port.
+        for attempt in range(5):
+            if self._start(mx, hosts):
+                break
+            if "Address already in use" not in self.log() or attempt == 4:
+                raise RuntimeError("dnsmasq did not start: " + self.log())
+        if test is not None:
+            test.addCleanup(self.stop)
+
+    def _start(self, mx, hosts):
+        self.port = free_port()
         argv = ["/usr/sbin/dnsmasq" if os.path.exists("/usr/sbin/dnsmasq") else "dnsmasq",
                 "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
                 "--no-dhcp-interface=", "--bind-interfaces", "--listen-address=127.0.0.1",
@@ -81,14 +94,12 @@ class DNS:
         while True:
             try:
                 query(self.port, "ready.check.test", 1)
-                break
+                return True
             except (OSError, socket.timeout):
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError("dnsmasq did not start: " + self.log())
+                    return False
                 time.sleep(0.05)
-        if test is not None:
-            test.addCleanup(self.stop)
 
     def log(self):
         try:

@@ -62,8 +62,9 @@ class PowerCut(unittest.TestCase):
         if relay:
             # the next hop is down: every entry stays, and each retry
             # rewrites its state file
-            relayutil.relay_config(srv, closed_port(), closed_port(), retry=["1s"],
-                                   smarthost="localhost:%d" % closed_port(),
+            dead = self.closed_port()
+            relayutil.relay_config(srv, dead, dead, retry=["1s"],
+                                   smarthost="localhost:%d" % dead,
                                    queue=os.path.join(disk.fs, "queue"))
         else:
             srv.domain_cfg(DOMAIN1)["maildrop"] = os.path.join(disk.fs, "maildrop")
@@ -214,6 +215,15 @@ class PowerCut(unittest.TestCase):
         self.assertEqual(lost, [], "%s: %d acknowledged messages lost; e2fsck said:\n%s"
                          % (what, len(lost), self.disk.fsck_output[-3000:]))
 
+    def closed_port(self):
+        """A loopback port that refuses connections for the whole test: a
+        TCP socket bound to it and never listening (so no other test's
+        server can take it meanwhile)."""
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.addCleanup(s.close)
+        return s.getsockname()[1]
+
     def test_maildrop(self):
         self.run_cuts(relay=False)
 
@@ -262,16 +272,3 @@ def queue_message(qdir, qid):
     if trailer and size != len(data) - FOOTER_LEN - n:
         return None
     return data[:size] if size <= len(data) else None
-
-
-def closed_port():
-    """A loopback port nothing listens on (bound, then closed)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-if __name__ == "__main__":
-    unittest.main()

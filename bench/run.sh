@@ -197,12 +197,14 @@ bench() {
 	return $rc
 }
 
-# rate_of JSON: messages per second from the first connection until the
-# last message was acknowledged or, with --verify-dir, was in the Maildir
-# (Postfix acknowledges before it delivers).
-rate_of() {
-	awk -v m="$(jget "$1" msgs)" -v e="$(jget "$1" elapsed_s)" -v w="$(jget "$1" waited_s)" \
-		'BEGIN { if (m == "" || e + w <= 0) print 0; else print m / (e + w) }'
+# e2e JSON FIELD(msgs|bytes) DECIMALS: per second from the first
+# connection until the last message was acknowledged or, with
+# --verify-dir, was in the Maildir (Postfix acknowledges before it
+# delivers); bytes in MB/s.
+e2e() { # json field(msgs|bytes) -> per second over elapsed + verify wait
+	[ -f "$1" ] || return 0
+	awk -v m="$(jget "$1" "$2")" -v e="$(jget "$1" elapsed_s)" -v w="$(jget "$1" waited_s)" \
+		-v d="$3" 'BEGIN { if (m == "" || e == "") print ""; else printf "%.*f", d, m / (e + w) / (d == 2 ? 1e6 : 1) }'
 }
 
 # bench_best NAME ARGS...: two runs of the same load (NAME-a, NAME-b; the
@@ -215,8 +217,8 @@ bench_best() {
 	bench "$name-a" "$@"
 	[ -n "${BETWEEN:-}" ] && $BETWEEN
 	bench "$name-b" "$@"
-	a=$(rate_of "$J/$name-a.json")
-	b=$(rate_of "$J/$name-b.json")
+	a=$(e2e "$J/$name-a.json" msgs 1)
+	b=$(e2e "$J/$name-b.json" msgs 1)
 	if awk -v a="${a:-0}" -v b="${b:-0}" 'BEGIN { exit !(b > a) }'; then
 		cp "$J/$name-b.json" "$J/$name.json" 2>/dev/null
 	else
@@ -462,10 +464,6 @@ dv_restore() { # snapshot dir (with new/ cur/)
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
-rate_e2e() { # json: msgs / (elapsed + verify wait)
-	awk -v m="$(jget "$1" msgs)" -v e="$(jget "$1" elapsed_s)" -v w="$(jget "$1" waited_s)" \
-		'BEGIN { if (m == "" || e == "") print ""; else printf "%.1f", m / (e + w) }'
-}
 
 log "work directory $W; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 result load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -836,11 +834,6 @@ fi
 jf() { echo "$J/$1.json"; }
 num() { # value or "–", rounded to ${2:-0} decimals
 	awk -v v="$1" -v d="${2:-0}" 'BEGIN { if (v == "") print "–"; else printf "%.*f", d, v }'
-}
-e2e() { # json field(msgs|bytes) -> per second over elapsed + verify wait
-	[ -f "$1" ] || return 0
-	awk -v m="$(jget "$1" "$2")" -v e="$(jget "$1" elapsed_s)" -v w="$(jget "$1" waited_s)" \
-		-v d="$3" 'BEGIN { if (m == "" || e == "") print ""; else printf "%.*f", d, m / (e + w) / (d == 2 ? 1e6 : 1) }'
 }
 ok_mark() { # value target op(ge|le)
 	awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { if (v == "" || v == "n/a") print "not measured";

@@ -223,15 +223,18 @@ def mount_tmpfs(test, mnt, size):
 
 
 def loop_ext4(test, tmp, img, size, journal=False, inodes=2048):
-    """An ext4 file system made in the file IMG (SIZE octets, sparse) and
-    mounted from a loop device at TMP/ext4, undone at the test's end;
-    skips the test where loop devices or mounts are not allowed. Without
-    a journal unless JOURNAL (as on many VPS images)."""
+    """An ext4 file system made in the file IMG (SIZE octets, sparse; made
+    unless it exists) and mounted from a loop device at TMP/ext4; skips
+    the test where loop devices or mounts are not allowed. Without a
+    journal unless JOURNAL (as on many VPS images). Returns the mount
+    point and undo(), which unmounts and detaches (once: at the test's end
+    unless called before)."""
     for tool in ("losetup", "mkfs.ext4"):
         if not shutil.which(tool):
             raise unittest.SkipTest("%s is not installed" % tool)
-    with open(img, "wb") as f:
-        f.truncate(size)
+    if not os.path.exists(img):
+        with open(img, "wb") as f:
+            f.truncate(size)
     opts = [] if journal else ["-O", "^has_journal"]
     p = subprocess.run(["mkfs.ext4", "-q", "-F", "-N", str(inodes),
                         "-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard"] + opts + [img],
@@ -241,14 +244,20 @@ def loop_ext4(test, tmp, img, size, journal=False, inodes=2048):
     if p.returncode != 0:
         raise unittest.SkipTest("no loop device here: %s" % p.stderr.decode().strip())
     dev = p.stdout.decode().strip()
-    test.addCleanup(subprocess.run, ["losetup", "-d", dev], capture_output=True)
     fs = os.path.join(tmp, "ext4")
     os.makedirs(fs)
+    steps = [["losetup", "-d", dev]]
+
+    def undo():
+        # (a device detached twice might be another test's by then)
+        while steps:
+            subprocess.run(steps.pop(), capture_output=True)
+    test.addCleanup(undo)
     p = subprocess.run(["mount", "-o", "errors=continue", dev, fs], capture_output=True)
     if p.returncode != 0:
         raise unittest.SkipTest("cannot mount ext4 from %s: %s" % (dev, p.stderr.decode().strip()))
-    test.addCleanup(subprocess.run, ["umount", "-l", fs], capture_output=True)
-    return fs
+    steps.append(["umount", "-l", fs])
+    return fs, undo
 
 
 def failing_disk(test, tmp):
@@ -258,7 +267,7 @@ def failing_disk(test, tmp):
     writes into the page cache but their writeback fails, the error a
     dying disk gives fsync() and syncfs()."""
     back = mount_tmpfs(test, os.path.join(tmp, "backing"), 4 * 1024 * 1024)
-    fs = loop_ext4(test, tmp, os.path.join(back, "disk.img"), 256 * 1024 * 1024)
+    fs, _ = loop_ext4(test, tmp, os.path.join(back, "disk.img"), 256 * 1024 * 1024)
     return fs, lambda: fill(os.path.join(back, "filler"))
 
 
@@ -276,16 +285,14 @@ class LoggedDisk:
             raise unittest.SkipTest("no /dev/fuse here (the FUSE module is not loaded)")
         if subprocess.run([syspy, "-c", "import fusepy"], capture_output=True).returncode != 0:
             raise unittest.SkipTest("python3-fusepy is not installed (make deps-test)")
-        for tool in ("losetup", "mkfs.ext4", "e2fsck"):
-            if not shutil.which(tool):
-                raise unittest.SkipTest("%s is not installed" % tool)
+        if not shutil.which("e2fsck"):
+            raise unittest.SkipTest("e2fsck is not installed")
         self.test = test
         self.tmp = tmp
         self.logpath = os.path.join(tmp, "disk.log")
         self.fuse = os.path.join(tmp, "fuse")
-        self.fs = os.path.join(tmp, "fs")
+        self.undo = None
         os.makedirs(self.fuse)
-        os.makedirs(self.fs)
         here = os.path.dirname(os.path.abspath(__file__))
         self.proc = subprocess.Popen([syspy, os.path.join(here, "disklog.py"), self.fuse,
                                       str(self.SIZE), self.logpath], stderr=subprocess.PIPE)
@@ -297,17 +304,7 @@ class LoggedDisk:
             time.sleep(0.025)
         if not os.path.exists(disk):
             raise unittest.SkipTest("cannot mount FUSE here: %s" % self._stderr())
-        p = subprocess.run(["losetup", "-f", "--show", disk], capture_output=True)
-        if p.returncode != 0:
-            raise unittest.SkipTest("no loop device here: %s" % p.stderr.decode().strip())
-        self.dev = p.stdout.decode().strip()
-        p = subprocess.run(["mkfs.ext4", "-q", "-F", "-N", "8192",
-                            "-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard", self.dev],
-                           capture_output=True)
-        test.assertEqual(p.returncode, 0, p.stderr)
-        p = subprocess.run(["mount", self.dev, self.fs], capture_output=True)
-        test.assertEqual(p.returncode, 0, p.stderr)
-        self.mounted = True
+        self.fs, self.undo = loop_ext4(test, tmp, disk, self.SIZE, journal=True, inodes=8192)
 
     def _stderr(self):
         if self.proc.poll() is None:
@@ -322,12 +319,8 @@ class LoggedDisk:
     def stop(self):
         """Detaches everything (nothing written after this point counts)
         and returns the log's records."""
-        if getattr(self, "mounted", False):
-            subprocess.run(["umount", "-l", self.fs], capture_output=True)
-            self.mounted = False
-        if getattr(self, "dev", None):
-            subprocess.run(["losetup", "-d", self.dev], capture_output=True)
-            self.dev = None
+        if self.undo:
+            self.undo()
         if self.proc.poll() is None:
             subprocess.run(["umount", self.fuse], capture_output=True)
             try:

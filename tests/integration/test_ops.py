@@ -352,8 +352,8 @@ class Startup(unittest.TestCase):
                 srv = Server(self, domains=1)
                 tmp = os.path.join(srv.tmp, "disk")
                 os.makedirs(tmp)
-                fs = harness.loop_ext4(self, tmp, os.path.join(tmp, "disk.img"), 64 * 1024 * 1024,
-                                       journal=journal)
+                fs, _ = harness.loop_ext4(self, tmp, os.path.join(tmp, "disk.img"), 64 * 1024 * 1024,
+                                          journal=journal)
                 md = os.path.join(fs, "maildrop")
                 srv.domain_cfg(DOMAIN1)["maildrop"] = md
                 srv.config["submission"] = {"listen": ["127.0.0.1:0"]}

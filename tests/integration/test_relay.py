@@ -610,15 +610,6 @@ if __name__ == "__main__":
 SMTP_SINK = "/usr/sbin/smtp-sink"
 
 
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class Sink:
     """smtp-sink on a loopback port, dumping each transaction to a file in
     dir (its -d option); `reject` holds -f (5xx) / -r (4xx) arguments."""
@@ -627,7 +618,7 @@ class Sink:
         import subprocess
         import tempfile
         self.test = test
-        self.port = port or free_port()
+        self.port = port or relayutil.free_port()
         self.dir = tempfile.mkdtemp(prefix="sink-", dir=harness.tmp_root())
         os.chmod(self.dir, 0o777)
         self.proc = subprocess.Popen([SMTP_SINK, "-u", "root", "-d", self.dir + "/%M.", *args,
@@ -725,7 +716,7 @@ class RealPeer(RelayTestCase):
     def test_sink_down_kill_restart_delivers_once(self):
         """The MX is down, the server is killed with -9 with the entry
         queued, restarted, the MX comes up: delivered exactly once."""
-        port = free_port()
+        port = relayutil.free_port()
         srv = self.server(port)
         submit(srv, [RCPT], message(subject="survive kill"))
         srv.wait_log(r"event=relay_(deferred|connect_failed) ", timeout=20)
@@ -744,7 +735,7 @@ class RealPeer(RelayTestCase):
         is dialled at once even when no resolver answers (c-ares would ask
         one about "127.0.0.1" and wait for it)."""
         sink = Sink(self)
-        dead = free_port()   # nothing listens: every DNS query would time out
+        dead = relayutil.free_port()   # nothing listens: every DNS query would time out
         srv = relayutil.relay_server(self, dead, 25, smarthost="127.0.0.1:%d" % sink.port)
         t0 = time.monotonic()
         submit(srv, [RCPT, "other@elsewhere.test"], message(subject="literal"))

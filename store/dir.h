@@ -17,7 +17,8 @@ DIR *dir_open(int dirfd, const char *name);
  * whole, long-stable files into lost+found (tests/integration/
  * test_powercut.py). Told by the jbd2 statistics the kernel keeps under
  * /proc/fs/jbd2 for every mounted journal (DEVICE-INODE); false when it
- * cannot tell (no /proc or /sys, an external journal). */
+ * cannot tell (no /proc or /sys). An external journal is named after its
+ * own device: such a file system is reported as unjournaled. */
 bool dir_unjournaled(int dirfd);
 
 #endif
